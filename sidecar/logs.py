@@ -1,0 +1,53 @@
+"""Structured logs: one JSON object per line on stderr (SPEC §7), or `key=value` text for humans."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+LOGGER = logging.getLogger("sidecar")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+        }
+        entry.update(getattr(record, "fields", None) or {"event": "message", "msg": record.getMessage()})
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = dict(getattr(record, "fields", None) or {"event": "message", "msg": record.getMessage()})
+        stamp = datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
+        event = fields.pop("event", "")
+        rest = " ".join(f"{key}={_text(value)}" for key, value in fields.items() if value is not None)
+        return f"{stamp} {record.levelname:<7} {event} {rest}".rstrip()
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if (" " in text or not text) else text
+
+
+def configure(log_format: str = "json", level: str = "info", stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(_LEVELS.get(level, logging.INFO))
+    LOGGER.propagate = False
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event; fields whose value is None are left out."""
+    if not LOGGER.isEnabledFor(level):
+        return
+    record_fields = {"event": name}
+    record_fields.update({key: value for key, value in fields.items() if value is not None})
+    LOGGER.log(level, name, extra={"fields": record_fields})

@@ -1,0 +1,343 @@
+"""Legs and the bidirectional relay.
+
+Theory of operation
+-------------------
+A `Leg` is one socket: an `asyncio.BufferedProtocol`, optionally with a `TlsEndpoint` between the
+socket and the plaintext. Until it is joined to a peer, a leg *holds* the plaintext it reads (the
+inbound handler looks at it: PeSIT identification, plaintext detection) and wakes whoever waits.
+Once `Relay.start` joins two legs, each leg passes what it reads straight to the other leg's
+`send`, inside the transport callback: no task, no queue, no copy beyond the one out of the read
+buffer.
+
+Reads go into one 64 KiB buffer shared by every leg of the process (callbacks run one at a time
+and the data is consumed before the callback returns), so an idle connection costs no buffer.
+
+Back-pressure: when a leg's transport has too much to write (`pause_writing`), the other leg stops
+reading until `resume_writing`. Nothing is ever queued in our own code.
+
+EOF and close. Each direction ends on its own (a real half-close):
+* the client sends close_notify, or (unclean) FIN without it → the backend gets FIN (`write_eof`);
+* the backend sends FIN → the client gets close_notify, then FIN, and may go on sending.
+When both directions have ended, or either side resets, or the idle timer fires, both
+transports are closed (`close()` flushes what is buffered first; `abort()` for resets and
+timeouts). `Relay.wait` returns the byte counts once both sockets are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import cast
+
+from ..tls.engine import READ_CHUNK, TlsEndpoint, TlsError
+from ..tls.peer import TlsFacts
+
+_read_buffer = bytearray(READ_CHUNK)
+_read_view = memoryview(_read_buffer)
+HOLD_LIMIT = 64 * 1024  # plaintext held before relaying; beyond it the leg stops reading
+TLS_RECORD_HANDSHAKE = 0x16
+
+
+class Leg(asyncio.BufferedProtocol):
+    """One side of a proxied connection (client, backend or remote partner)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.tls: TlsEndpoint | None = None
+        self.peer: Leg | None = None
+        self.held = bytearray()  # plaintext read before relaying
+        self.got_eof = False  # the remote side will send no more plaintext
+        self.eof_sent = False
+        self.unclean_eof = False  # TLS: TCP FIN without close_notify
+        self.error: str | None = None  # why the leg failed (TLS error, reset)
+        self.tls_failure: TlsError | None = None
+        self.bytes_in = 0  # plaintext bytes received from this leg's socket
+        self.bytes_out = 0  # plaintext bytes sent to it
+        self.last_activity = 0.0
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.handshake: asyncio.Future[TlsFacts] | None = None
+        self.on_connection_made: Callable[[Leg], None] | None = None
+        self.on_activity: Callable[[], None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._first_bytes_seen = False
+        self._reading_paused = False
+
+    # ---- asyncio protocol callbacks ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without inheriting from it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.last_activity = asyncio.get_running_loop().time()
+        if self.on_connection_made is not None:
+            self.on_connection_made(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._on_bytes(_read_view[:nbytes])
+
+    def _on_bytes(self, data: memoryview) -> None:
+        if self.tls is None:
+            self._deliver(bytes(data))
+            return
+        if not self._first_bytes_seen:
+            self._first_bytes_seen = True
+            if data[0] != TLS_RECORD_HANDSHAKE and not self.tls.handshake_done:
+                self._fail_handshake(TlsError("not a TLS handshake (plaintext on a TLS port)", "plaintext"))
+                return
+        try:
+            self.tls.receive(data)
+            if not self.tls.handshake_done:
+                done = self.tls.do_handshake()
+                self._flush_tls()
+                if not done:
+                    return
+                assert self.handshake is not None
+                if not self.handshake.done():
+                    self.handshake.set_result(self.tls.facts())
+            result = self.tls.read()
+        except TlsError as exc:
+            self._flush_tls()  # the alert that tells the peer why
+            if not self.tls.handshake_done:
+                self._fail_handshake(exc)
+            else:
+                self.error = f"TLS error: {exc}"
+                self._abort_both()
+            return
+        self._flush_tls()  # session tickets, key updates, alerts
+        for chunk in result.chunks:
+            self._deliver(chunk)
+        if result.eof:
+            self._on_eof()
+
+    def eof_received(self) -> bool:
+        if self.tls is not None and not self.tls.handshake_done:
+            self._fail_handshake(TlsError("connection closed during the handshake", "reset"))
+            return False
+        if self.tls is not None and not self.tls.close_notify_received:
+            self.unclean_eof = True  # truncation is possible: logged, then treated as EOF
+        self._on_eof()
+        return True  # keep the socket open for writing: the other direction may still flow
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self.error is None:
+            self.error = f"{type(exc).__name__}: {exc}"
+        if self.tls is not None and not self.tls.handshake_done:
+            self._fail_handshake(TlsError("connection lost during the handshake", "reset"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._wake()
+        peer = self.peer
+        if peer is not None and not (self.got_eof and self.eof_sent):
+            peer.abort()  # a reset on one side ends the other: no half-delivered stream looks complete
+        elif peer is not None:
+            peer.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None and not self.peer._reading_paused:
+            self.peer.transport.resume_reading()
+
+    # ---- TLS ---------------------------------------------------------------------------------
+    def start_tls(self, tls: TlsEndpoint, initial: bytes = b"") -> asyncio.Future[TlsFacts]:
+        """Run TLS on this leg from now on; `initial` = ciphertext already read (sniffed bytes)."""
+        self.tls = tls
+        self.handshake = asyncio.get_running_loop().create_future()
+        if not tls.handshake_done and not initial and not self._server_side(tls):
+            tls.do_handshake()  # client side speaks first
+            self._flush_tls()
+        if initial:
+            self._on_bytes(memoryview(initial))
+        return self.handshake
+
+    @staticmethod
+    def _server_side(tls: TlsEndpoint) -> bool:
+        return tls._server
+
+    def _flush_tls(self) -> None:
+        assert self.tls is not None
+        output = self.tls.take_output()
+        if output and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(output)
+
+    def _fail_handshake(self, exc: TlsError) -> None:
+        if self.tls_failure is not None:
+            return
+        self.tls_failure = exc
+        if self.handshake is not None and not self.handshake.done():
+            self.handshake.set_exception(exc)
+            self.handshake.exception()  # retrieved here: the handler may already be gone
+        self.abort()
+
+    # ---- data ---------------------------------------------------------------------------------
+    def _deliver(self, chunk: bytes) -> None:
+        self.bytes_in += len(chunk)
+        if self.on_activity is not None:
+            self.on_activity()
+        if self.peer is not None:
+            self.peer.send(chunk)
+            return
+        self.held.extend(chunk)
+        if len(self.held) > HOLD_LIMIT and self.transport is not None:
+            self.pause_reading()
+        self._wake()
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.bytes_out += len(data)
+        if self.tls is None:
+            transport.write(data)
+            return
+        try:
+            self.tls.write(data)
+        except TlsError as exc:
+            self.error = f"TLS error: {exc}"
+            self._abort_both()
+            return
+        self._flush_tls()
+
+    def send_eof(self) -> None:
+        """Our direction towards this leg's socket is finished."""
+        if self.eof_sent:
+            return
+        self.eof_sent = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.tls is not None:
+            self.tls.close_notify()
+            self._flush_tls()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._close_if_done()
+
+    def _on_eof(self) -> None:
+        if self.got_eof:
+            return
+        self.got_eof = True
+        if self.peer is not None:
+            self.peer.send_eof()
+        self._wake()
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        peer = self.peer
+        if peer is None:
+            return
+        if self.got_eof and self.eof_sent and peer.got_eof and peer.eof_sent:
+            self.close()
+            peer.close()
+
+    # ---- control ------------------------------------------------------------------------------
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self._reading_paused:
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close after flushing what is buffered; with TLS, send close_notify first."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.tls is not None and self.tls.handshake_done:
+            self.tls.close_notify()
+            self._flush_tls()
+        transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _abort_both(self) -> None:
+        self.abort()
+        if self.peer is not None:
+            self.peer.abort()
+
+    # ---- waiting (used before relaying) ------------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_for_data(self, minimum: int = 1) -> None:
+        """Wait until `minimum` bytes are held, EOF, or the connection is gone."""
+        while len(self.held) < minimum and not self.got_eof and not self.closed.done():
+            self.resume_reading()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def take_held(self) -> bytes:
+        data = bytes(self.held)
+        self.held.clear()
+        return data
+
+
+class Relay:
+    """Joins two legs and waits until both sockets are closed."""
+
+    def __init__(self, client: Leg, server: Leg, idle_timeout: float) -> None:
+        self.client = client
+        self.server = server
+        self.idle_timeout = idle_timeout
+        self.timed_out = False
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, replay_to_server: bytes = b"", replay_to_client: bytes = b"") -> None:
+        client, server = self.client, self.server
+        client.peer, server.peer = server, client
+        client.on_activity = server.on_activity = self._touch
+        self._touch()
+        if replay_to_server:
+            server.send(replay_to_server)
+        if replay_to_client:
+            client.send(replay_to_client)
+        # What each side sent (or closed) before the join now flows like everything after it.
+        for leg in (client, server):
+            if leg.held:
+                leg.peer.send(leg.take_held())  # type: ignore[union-attr]
+            leg.resume_reading()
+            if leg.got_eof and leg.peer is not None:
+                leg.peer.send_eof()
+        for leg in (client, server):
+            leg._close_if_done()
+        self._timer = self._loop.call_at(self._last + self.idle_timeout, self._check_idle)
+
+    def _touch(self) -> None:
+        self._last = self._loop.time()
+
+    def _check_idle(self) -> None:
+        deadline = self._last + self.idle_timeout
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._check_idle)
+            return
+        self.timed_out = True
+        self.client.abort()
+        self.server.abort()
+
+    async def wait(self) -> None:
+        try:
+            await asyncio.gather(self.client.closed, self.server.closed)
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def shutdown(self) -> None:
+        """Drain timeout reached: close both sides now."""
+        self.client.abort()
+        self.server.abort()

@@ -1,0 +1,184 @@
+"""Snapshot: one complete, compiled configuration (contexts, policies, rule files), built whole.
+
+`build_snapshot` reads every file the configuration names, compiles every pattern and rule file and
+builds every TLS context; any problem anywhere is collected and raised as one ConfigError. A
+snapshot is never modified: a reload builds a new one and swaps one reference (runtime), and each
+connection keeps the snapshot it was accepted under.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from .config import Config, Listener, Outbound, Partner, Profile, load_config
+from .errors import ConfigError, Issue, RuleFileError
+from .pki import PkiMaterial, load_crls, load_pki
+from .policy.sslauth import RuleSet, load_sslauth
+from .tls.profiles import CompiledProfile, compile_profile
+
+# Features parsed and validated by the config but not carried out by this build: refusing them is
+# better than silently ignoring what an operator configured.
+_NOT_SUPPORTED_YET: tuple[tuple[str, str, object], ...] = (
+    ("listeners", "identify", "none"),
+    ("listeners", "plaintext", "refuse"),
+    ("listeners", "proxy_protocol", "none"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPlan:
+    listener: Listener
+    profile: CompiledProfile | None  # None only for a plaintext-only listener
+    sslauth: RuleSet | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundPlan:
+    outbound: Outbound
+    partner: Partner
+    profile: CompiledProfile
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    config: Config
+    generation: int
+    listeners: dict[str, ListenerPlan]  # only listeners that bind (have `listen`)
+    profiles: dict[tuple[str, str], CompiledProfile]  # (id, direct)
+    outbound: dict[str, OutboundPlan] = field(default_factory=dict)
+    partner_passwords: dict[str, str] = field(default_factory=dict)  # partner id -> nrpassw
+    pki_certs: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)  # for explain
+
+    def server_profile(self, profile_id: str) -> CompiledProfile | None:
+        return self.profiles.get((profile_id, "server"))
+
+
+def cftp20f(profile_id: str, listener_id: str) -> str:
+    """Transfer CFT's start-up refusal text (V24 form)."""
+    return f"CFTP20F CFTSSL direct=server {profile_id} for CFTPROT {listener_id} _ Not found"
+
+
+def _profiles_needing_context(config: Config) -> set[tuple[str, str]]:
+    needed: set[tuple[str, str]] = set()
+    for listener in config.listeners:
+        if listener.listen is not None and listener.ssl is not None:
+            needed.add((listener.ssl, "server"))
+    for entry in config.outbound:
+        client_id = _outbound_profile_id(config, entry)
+        if client_id is not None:
+            needed.add((client_id, "client"))
+    return needed
+
+
+def _outbound_profile_id(config: Config, entry: Outbound) -> str | None:
+    """CFT requester default: the entry's ssl, else the partner's, else its CFTPROT's ssl."""
+    if entry.ssl is not None:
+        return entry.ssl
+    partner = config.partner(entry.partner)
+    if partner is not None and partner.ssl is not None:
+        return partner.ssl
+    if entry.prot is not None:
+        listener = config.listener(entry.prot)
+        if listener is not None:
+            return listener.ssl
+    return None
+
+
+def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
+    issues: list[Issue] = []
+    for section, key, supported in _NOT_SUPPORTED_YET:
+        for i, item in enumerate(getattr(config, section)):
+            if getattr(item, key) != supported:
+                issues.append(Issue(f"{section}[{i}].{key}", f"{getattr(item, key)!r} is not supported yet"))
+    if config.outbound:
+        issues.append(Issue("outbound", "client mode (outbound) is not supported yet"))
+    if config.admin is not None:
+        issues.append(Issue("admin", "the admin endpoint is not supported yet"))
+
+    for listener in config.listeners:
+        if listener.listen is None or listener.ssl is None:
+            continue
+        if config.profile(listener.ssl, "server") is None:
+            issues.append(Issue(f"{listener.path}.ssl", cftp20f(listener.ssl, listener.id), msg_id="CFTP20F"))
+
+    pki, pki_issues = load_pki(config)
+    issues.extend(pki_issues)
+    needed = _profiles_needing_context(config)
+    profiles: dict[tuple[str, str], CompiledProfile] = {}
+    for profile in config.profiles:
+        compiled = _compile(profile, pki, issues, with_context=(profile.id, profile.direct) in needed)
+        if compiled is not None:
+            profiles[(profile.id, profile.direct)] = compiled
+
+    listeners: dict[str, ListenerPlan] = {}
+    for listener in config.listeners:
+        if listener.listen is None:
+            continue
+        sslauth = _load_rules(listener.sslauth, issues) if listener.sslauth is not None else None
+        server_profile = profiles.get((listener.ssl, "server")) if listener.ssl else None
+        listeners[listener.id] = ListenerPlan(listener=listener, profile=server_profile, sslauth=sslauth)
+
+    passwords: dict[str, str] = {}
+    for partner in config.partners:
+        if partner.nrpassw is not None:
+            passwords[partner.id] = partner.nrpassw
+        elif partner.nrpassw_file is not None:
+            try:
+                passwords[partner.id] = partner.nrpassw_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                issues.append(Issue(f"{partner.path}.nrpassw_file", f"cannot read {partner.nrpassw_file}: {exc}"))
+
+    if config.admin is not None and config.admin.token_file is not None:
+        _read_token(config.admin.token_file, issues)
+
+    if issues:
+        raise ConfigError(issues)
+    return Snapshot(
+        config=config,
+        generation=generation,
+        listeners=listeners,
+        profiles=profiles,
+        partner_passwords=passwords,
+        pki_certs={pki_id: material.certs for pki_id, material in pki.items()},
+    )
+
+
+def _compile(
+    profile: Profile, pki: dict[str, PkiMaterial], issues: list[Issue], *, with_context: bool
+) -> CompiledProfile | None:
+    revoked = None
+    if profile.crl:
+        anchors = [cert for root in profile.rootcid if root in pki for cert in pki[root].certs]
+        revoked = load_crls(profile.crl, anchors, f"{profile.path}.crl", issues)
+    return compile_profile(profile, pki, issues, with_context=with_context, revoked=revoked)
+
+
+def _load_rules(path: Path, issues: list[Issue]) -> RuleSet | None:
+    try:
+        return load_sslauth(path)
+    except RuleFileError as exc:
+        issues.append(Issue(f"{exc.file}:{exc.line}", exc.message))
+        return None
+
+
+def _read_token(path: Path, issues: list[Issue]) -> str | None:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        issues.append(Issue("admin.token_file", f"cannot read {path}: {exc.strerror or exc}"))
+        return None
+    if len(token) < 16:
+        issues.append(Issue("admin.token_file", "the token must be at least 16 characters"))
+        return None
+    return token
+
+
+def load_snapshot(path: str | Path, generation: int = 1) -> Snapshot:
+    """Parse the file and build everything it names: what `check`, `run` and reload all do."""
+    return build_snapshot(load_config(path), generation)
+
+
+__all__ = ["ConfigError", "ListenerPlan", "Snapshot", "build_snapshot", "cftp20f", "load_snapshot"]

@@ -1,0 +1,197 @@
+"""TLS over memory BIOs: pyOpenSSL's `Connection(ctx, None)` fed by whatever transport owns the socket.
+
+The endpoint knows nothing of sockets or asyncio: ciphertext goes in with `receive`, out with
+`take_output`; plaintext comes out of `read` and goes in with `write`. `proxy.relay` drives it
+from uvloop transports.
+
+Hot path. pyOpenSSL's `recv`/`bio_read` allocate a fresh buffer of the requested size per call and
+signal "nothing more" by raising `WantReadError`; on small messages that glue costs more than the
+cryptography. So the data path calls `SSL_read`, `SSL_write`, `BIO_read` and `BIO_write` through
+the same cffi binding pyOpenSSL uses, with buffers allocated once, and looks at the return value
+instead of catching an exception. Errors still go through pyOpenSSL (`_raise_ssl_error`) so they
+keep its exception types and messages. The handshake uses the public API (once per connection).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+
+from .ciphers import catalog
+from .peer import PeerCert, TlsFacts, VerifyError
+
+READ_CHUNK = 64 * 1024
+_OUTPUT_CHUNK = 256 * 1024
+# One pair of scratch buffers for the whole process: the event loop runs one callback at a time
+# and every use below copies out of them before returning.
+_read_buffer = _ffi.new("char[]", READ_CHUNK)
+_output_buffer = _ffi.new("char[]", _OUTPUT_CHUNK)
+
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
+_RECEIVED_SHUTDOWN = _lib.SSL_RECEIVED_SHUTDOWN
+
+
+class TlsError(Exception):
+    """The TLS layer failed: handshake refused, bad record, protocol violation."""
+
+    # The handshake failure kinds counted in stats: `verify` (the peer's certificate was refused),
+    # `protocol` (anything else TLS said no to), `plaintext` (not TLS at all), `reset` (the peer
+    # went away mid-handshake); `timeout` is decided by the caller's deadline.
+    def __init__(self, message: str, kind: str = "protocol") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(slots=True)
+class ReadResult:
+    chunks: list[bytes]
+    eof: bool  # close_notify received: the peer will send no more
+
+
+class TlsEndpoint:
+    __slots__ = (
+        "_client_cert_requested",
+        "_conn",
+        "_from",
+        "_into",
+        "_server",
+        "_ssl",
+        "close_notify_sent",
+        "handshake_done",
+        "verify_errors",
+    )
+
+    def __init__(self, context: SSL.Context, *, server_side: bool, server_hostname: str | None = None) -> None:
+        self._conn = SSL.Connection(context, None)
+        self._ssl = self._conn._ssl
+        self._into = self._conn._into_ssl
+        self._from = self._conn._from_ssl
+        self._server = server_side
+        self.verify_errors: list[VerifyError] = []
+        self._conn.set_app_data(self.verify_errors.append)  # read by the profile's verify callback
+        self.handshake_done = False
+        self.close_notify_sent = False
+        self._client_cert_requested: bool | None = None
+        if server_side:
+            self._conn.set_accept_state()
+        else:
+            self._conn.set_connect_state()
+            if server_hostname:
+                self._conn.set_tlsext_host_name(server_hostname.encode("idna"))
+
+    # ---- ciphertext side -------------------------------------------------------------------
+    def receive(self, data: bytes | bytearray | memoryview) -> None:
+        """Ciphertext from the network."""
+        if _lib.BIO_write(self._into, _ffi.from_buffer(data), len(data)) != len(data):
+            raise TlsError("cannot buffer incoming TLS data")
+
+    def take_output(self) -> bytes:
+        """Ciphertext to send to the network (b"" when there is none)."""
+        n = _lib.BIO_read(self._from, _output_buffer, _OUTPUT_CHUNK)
+        if n <= 0:
+            return b""
+        first: bytes = _ffi.buffer(_output_buffer, n)[:]
+        if n < _OUTPUT_CHUNK:
+            return first
+        parts = [first]
+        while (n := _lib.BIO_read(self._from, _output_buffer, _OUTPUT_CHUNK)) > 0:
+            parts.append(_ffi.buffer(_output_buffer, n)[:])
+        return b"".join(parts)
+
+    # ---- handshake -------------------------------------------------------------------------
+    def do_handshake(self) -> bool:
+        """Advance the handshake with what was received; True once it is complete."""
+        if self.handshake_done:
+            return True
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            return False
+        except SSL.Error as exc:
+            raise TlsError(_describe(exc), "verify" if self.verify_errors else "protocol") from None
+        self.handshake_done = True
+        return True
+
+    def facts(self) -> TlsFacts:
+        """The handshake's outcome as one value. Call once, after `do_handshake` returned True."""
+        cipher_name = self._conn.get_cipher_name() or ""
+        suite = catalog().lookup(cipher_name)
+        peer_cert = self._conn.get_peer_certificate(as_cryptography=True)
+        peer = PeerCert.from_x509(peer_cert) if peer_cert is not None else None
+        chain = (
+            self._conn.get_verified_chain(as_cryptography=True) if peer is not None and not self.verify_errors else None
+        )
+        return TlsFacts(
+            tls_version=self._conn.get_protocol_version_name(),
+            cipher_name=cipher_name,
+            cipher_code=suite.code if suite else -1,
+            peer=peer,
+            verified=peer is not None and chain is not None and not self.verify_errors,
+            verify_errors=tuple(self.verify_errors),
+            chain_length=len(chain) if chain else 0,
+            client_cert_requested=self._client_cert_requested,
+        )
+
+    # ---- plaintext side --------------------------------------------------------------------
+    def read(self) -> ReadResult:
+        """All plaintext that the received ciphertext decrypts to."""
+        chunks: list[bytes] = []
+        while True:
+            n = _lib.SSL_read(self._ssl, _read_buffer, READ_CHUNK)
+            if n > 0:
+                chunks.append(_ffi.buffer(_read_buffer, n)[:])
+                continue
+            error = _lib.SSL_get_error(self._ssl, n)
+            if error == _WANT_READ:
+                return ReadResult(chunks, False)
+            if error == _ZERO_RETURN:
+                return ReadResult(chunks, True)
+            try:
+                self._conn._raise_ssl_error(self._ssl, n)
+            except SSL.Error as exc:
+                raise TlsError(_describe(exc)) from None
+            raise TlsError(f"TLS read failed (SSL error {error})")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt plaintext; the records are then in `take_output`."""
+        view = memoryview(data)
+        while view:
+            n = _lib.SSL_write(self._ssl, _ffi.from_buffer(view), len(view))
+            if n <= 0:
+                try:
+                    self._conn._raise_ssl_error(self._ssl, n)
+                except SSL.Error as exc:
+                    raise TlsError(_describe(exc)) from None
+                raise TlsError("TLS write failed")
+            view = view[n:]
+
+    def close_notify(self) -> None:
+        """Send our close_notify (our direction is finished); the peer may still send."""
+        if self.close_notify_sent or not self.handshake_done:
+            return
+        self.close_notify_sent = True
+        # If this fails the connection is failing anyway; closing the socket is all that is left.
+        with contextlib.suppress(SSL.Error):
+            self._conn.shutdown()
+
+    @property
+    def close_notify_received(self) -> bool:
+        return bool(_lib.SSL_get_shutdown(self._ssl) & _RECEIVED_SHUTDOWN)
+
+
+def _describe(exc: SSL.Error) -> str:
+    """A short text from pyOpenSSL's error list: `[('SSL routines', '', 'tlsv1 alert unknown ca')]`."""
+    reasons: list[str] = []
+    args = exc.args[0] if exc.args else None
+    if isinstance(args, list):
+        for item in args:
+            if isinstance(item, tuple) and item:
+                reasons.append(str(item[-1]))
+    elif args is not None:
+        reasons.append(str(args[1] if isinstance(args, tuple) and len(args) > 1 else args))
+    return "; ".join(reason for reason in reasons if reason) or type(exc).__name__

@@ -1,0 +1,209 @@
+"""CFTSSL profile -> pyOpenSSL context (server or client side) plus its pure check policy.
+
+One context per profile, built once per snapshot and never mutated afterwards (a reload builds new
+ones). The verify callback records OpenSSL's verification errors on the connection's session
+object so that the handshake ends in one `TlsFacts` value; whether an error aborts the handshake
+depends on `verify`: `required` refuses inside the handshake (the client gets a proper alert),
+`optional` tolerates it and the session continues unverified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from ..config import Profile, TlsVersion
+from ..errors import DnPatternError, Issue
+from ..pki import PkiMaterial
+from ..policy.checks import ProfilePolicy
+from ..policy.dn import compile_dn_patterns
+from .ciphers import DEFAULT_CIPHLIST, CipherSuite, catalog
+from .peer import VerifyError
+
+_PROTOCOL_VERSIONS: dict[TlsVersion, int] = {
+    "tls1.0": SSL.TLS1_VERSION,
+    "tls1.1": SSL.TLS1_1_VERSION,
+    "tls1.2": SSL.TLS1_2_VERSION,
+    "tls1.3": SSL.TLS1_3_VERSION,
+}
+
+# Recorded on the SSL.Connection (app data) by the engine; the verify callback appends to it.
+VerifyRecorder = Callable[[VerifyError], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledProfile:
+    profile: Profile
+    suites: tuple[CipherSuite, ...]
+    context: SSL.Context | None  # None for a server profile used only for partner checks
+    policy: ProfilePolicy
+
+    @property
+    def tls13_enabled(self) -> bool:
+        return any(suite.tls13 for suite in self.suites) and self.profile.version.max == "tls1.3"
+
+
+def resolve_ciphlist(profile: Profile, issues: list[Issue]) -> tuple[CipherSuite, ...]:
+    table = catalog()
+    entries = profile.ciphlist or DEFAULT_CIPHLIST
+    suites: list[CipherSuite] = []
+    for i, entry in enumerate(entries):
+        problem = table.problem(entry)
+        if problem:
+            issues.append(Issue(f"{profile.path}.ciphlist[{i}]", problem))
+            continue
+        suite = table.lookup(entry)
+        if suite is not None and suite not in suites:
+            suites.append(suite)
+    return tuple(suites)
+
+
+def _make_verify_callback(profile: Profile) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
+    tolerate = profile.verify == "optional" or (profile.direct == "client" and profile.verify == "none")
+    self_signed_only = profile.depth == 0
+
+    def on_verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+        record: VerifyRecorder | None = connection.get_app_data()
+        if self_signed_only and depth >= 1 and ok:
+            # CFT DEPTH=0: "only self-signed certificates are accepted"; a chain with an issuer above
+            # the peer certificate is too long even when that issuer is trusted.
+            errno, ok = 22, 0  # X509_V_ERR_CERT_CHAIN_TOO_LONG
+        if not ok:
+            if record is not None:
+                record(VerifyError(depth, errno, _verify_message(errno)))
+            return tolerate
+        return True
+
+    return on_verify
+
+
+def _verify_message(errno: int) -> str:
+    from OpenSSL._util import ffi, lib  # the public API has no X509_verify_cert_error_string
+
+    return str(ffi.string(lib.X509_verify_cert_error_string(errno)).decode("ascii", "replace"))
+
+
+def _load_own_identity(context: SSL.Context, material: PkiMaterial) -> None:
+    leaf, *chain = material.certs
+    context.use_certificate(leaf)
+    for cert in chain:
+        context.add_extra_chain_cert(cert)
+    assert material.key is not None
+    context.use_privatekey(material.key)
+    context.check_privatekey()
+
+
+def _trust_anchors(profile: Profile, pki: dict[str, PkiMaterial]) -> list[x509.Certificate]:
+    return [cert for root in profile.rootcid if root in pki for cert in pki[root].certs]
+
+
+def build_context(
+    profile: Profile, suites: tuple[CipherSuite, ...], pki: dict[str, PkiMaterial], issues: list[Issue]
+) -> SSL.Context | None:
+    """The TLS context of a profile; problems are appended to `issues` (then None is returned)."""
+    server = profile.direct == "server"
+    context = SSL.Context(SSL.TLS_SERVER_METHOD if server else SSL.TLS_CLIENT_METHOD)
+    low = _PROTOCOL_VERSIONS[profile.version.min]
+    high = _PROTOCOL_VERSIONS[profile.version.max]
+    tls13 = [suite for suite in suites if suite.tls13]
+    legacy = [suite for suite in suites if not suite.tls13]
+    if not tls13 and high == SSL.TLS1_3_VERSION:
+        high = SSL.TLS1_2_VERSION  # no TLS 1.3 suite listed: TLS 1.3 is never negotiated (SPEC §4.1)
+    if not legacy and low < SSL.TLS1_3_VERSION:
+        low = SSL.TLS1_3_VERSION  # only TLS 1.3 suites listed: older versions have nothing to offer
+    if low > high:
+        issues.append(
+            Issue(
+                f"{profile.path}.ciphlist",
+                f"no listed suite fits versions {profile.version.min}..{profile.version.max}",
+            )
+        )
+        return None
+    context.set_min_proto_version(low)
+    context.set_max_proto_version(high)
+    try:
+        # An empty TLS 1.2 list must still be a valid string for OpenSSL; TLS 1.2 is off then anyway.
+        context.set_cipher_list(":".join(s.openssl_name for s in legacy).encode() or b"DEFAULT")
+        context.set_tls13_ciphersuites(":".join(s.openssl_name for s in tls13).encode())
+    except SSL.Error as exc:
+        issues.append(Issue(f"{profile.path}.ciphlist", f"rejected by OpenSSL: {exc}"))
+        return None
+    options = SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION
+    if server:
+        options |= SSL.OP_CIPHER_SERVER_PREFERENCE  # the profile's order decides, as CFT's does
+    if not profile.session_tickets:
+        options |= SSL.OP_NO_TICKET
+        context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    context.set_options(options)
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)  # an idle connection keeps no 16 KiB record buffers
+
+    if profile.usercid is not None and profile.usercid in pki:
+        try:
+            _load_own_identity(context, pki[profile.usercid])
+        except (SSL.Error, crypto.Error, AssertionError) as exc:
+            issues.append(Issue(f"{profile.path}.usercid", f"cannot use pki.{profile.usercid}: {exc}"))
+            return None
+    elif server:
+        issues.append(Issue(f"{profile.path}.usercid", "a server profile needs its own certificate (usercid)"))
+        return None
+
+    anchors = _trust_anchors(profile, pki)
+    store = context.get_cert_store()
+    assert store is not None
+    for cert in anchors:
+        store.add_cert(crypto.X509.from_cryptography(cert))
+    if server and profile.verify != "none":
+        # CA names sent in the CertificateRequest: the ROOTCID authorities (CFT behaviour).
+        for cert in anchors:
+            context.add_client_ca(cert)
+    context.set_verify_depth(max(profile.depth, 0))
+    mode = SSL.VERIFY_NONE
+    if server and profile.verify == "required":
+        mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    elif (server and profile.verify == "optional") or not server:
+        mode = SSL.VERIFY_PEER  # client side always verifies; `none`/`optional` tolerate failures
+    context.set_verify(mode, _make_verify_callback(profile))
+    return context
+
+
+def compile_profile(
+    profile: Profile,
+    pki: dict[str, PkiMaterial],
+    issues: list[Issue],
+    *,
+    with_context: bool,
+    revoked: frozenset[tuple[str, int]] | None,
+) -> CompiledProfile | None:
+    before = len(issues)
+    suites = resolve_ciphlist(profile, issues)
+    dnuser = dnissuer = None
+    try:
+        dnuser = compile_dn_patterns(profile.dnuser or None)
+    except DnPatternError as exc:
+        issues.append(Issue(f"{profile.path}.dnuser", str(exc)))
+    try:
+        dnissuer = compile_dn_patterns(profile.dnissuer or None)
+    except DnPatternError as exc:
+        issues.append(Issue(f"{profile.path}.dnissuer", str(exc)))
+    if not suites and len(issues) == before:
+        issues.append(Issue(f"{profile.path}.ciphlist", "no usable cipher suite"))
+    if len(issues) > before:
+        return None
+    context = build_context(profile, suites, pki, issues) if with_context else None
+    if with_context and context is None:
+        return None
+    policy = ProfilePolicy(
+        profile_id=profile.id,
+        path=profile.path,
+        direct=profile.direct,
+        verify=profile.verify,
+        allowed_codes=frozenset(suite.code for suite in suites),
+        dnuser=dnuser,
+        dnissuer=dnissuer,
+        keyext=profile.keyext == "verify",
+        revoked=revoked,
+    )
+    return CompiledProfile(profile=profile, suites=suites, context=context, policy=policy)

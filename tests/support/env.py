@@ -1,0 +1,193 @@
+"""A running sidecar for tests: PKI on disk, config file, echo backend, Runtime on the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecar.runtime import Runtime
+from sidecar.snapshot import load_snapshot
+
+from .pki import Issued, issue, make_ca
+
+
+@dataclass
+class Pki:
+    directory: Path
+    root: Issued = field(init=False)
+    server: Issued = field(init=False)
+    client: Issued = field(init=False)
+    other_root: Issued = field(init=False)
+    stranger: Issued = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.root = make_ca("/C=FR/O=ACME/CN=ACME Root CA")
+        self.server = issue(self.root, "/C=FR/O=ACME/CN=localhost", server=True, client=False)
+        self.client = issue(self.root, "/C=US/ST=NY/L=New York/O=ACME/OU=Paris/CN=PARIS")
+        self.other_root = make_ca("/C=XX/O=Elsewhere/CN=Other Root")
+        self.stranger = issue(self.other_root, "/C=US/O=ACME/OU=Paris/CN=PARIS")
+        (self.directory / "root.pem").write_bytes(self.root.cert_pem())
+        (self.directory / "other-root.pem").write_bytes(self.other_root.cert_pem())
+        self.server.write(self.directory, "server")
+        self.client.write(self.directory, "client")
+        self.stranger.write(self.directory, "stranger")
+
+    def write_client(self, cert: Issued, stem: str) -> tuple[Path, Path]:
+        return cert.write(self.directory, stem)
+
+    def client_context(
+        self,
+        cert: Issued | None = None,
+        *,
+        trust: Issued | None = None,
+        tls: tuple[ssl.TLSVersion, ssl.TLSVersion] | None = None,
+        ciphers: str | None = None,
+        stem: str = "c",
+    ) -> ssl.SSLContext:
+        """A stdlib (system OpenSSL) client: an independent implementation to talk to ours."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        context.load_verify_locations(cadata=(trust or self.root).cert_pem().decode())
+        if cert is not None:
+            cert_path, key_path = cert.write(self.directory, f"client-{stem}")
+            context.load_cert_chain(cert_path, key_path)
+        if tls is not None:
+            context.minimum_version, context.maximum_version = tls
+        if ciphers is not None:
+            context.set_ciphers(ciphers)
+        return context
+
+
+def base_config(pki: Pki, backend_port: int, **listener: Any) -> dict[str, Any]:
+    profile = {
+        "id": "SSLSRV",
+        "direct": "server",
+        "usercid": "SRVCERT",
+        "rootcid": ["ROOTCA"],
+        "verify": "required",
+    }
+    return {
+        "pki": {
+            "ROOTCA": {"cert": str(pki.directory / "root.pem")},
+            "SRVCERT": {"cert": str(pki.directory / "server.pem"), "key": str(pki.directory / "server.key")},
+        },
+        "profiles": [profile],
+        "listeners": [
+            {
+                "id": "PESITSSL",
+                "listen": "127.0.0.1:0",
+                "ssl": "SSLSRV",
+                "backend": f"127.0.0.1:{backend_port}",
+                **listener,
+            }
+        ],
+        "limits": {"handshake_timeout": 5, "idle_timeout": 30, "connect_timeout": 2, "drain_timeout": 2},
+        "logging": {"format": "json", "level": "debug"},
+    }
+
+
+class EchoBackend:
+    """A plaintext backend: echoes what it receives and remembers every connection's bytes."""
+
+    def __init__(self, on_data: Callable[[bytes], bytes] | None = None) -> None:
+        self.connections: list[bytearray] = []
+        self.server: asyncio.Server | None = None
+        self.on_data = on_data
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received = bytearray()
+        self.connections.append(received)
+        self._writers.append(writer)
+        try:
+            while data := await reader.read(65536):
+                received.extend(data)
+                writer.write(self.on_data(data) if self.on_data else data)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for writer in self._writers:
+                writer.close()
+            await self.server.wait_closed()
+
+
+class Sidecar:
+    """A Runtime for one config dict, written to a file so reload and `check` see the same thing."""
+
+    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+        self.directory = directory
+        self.config_path = directory / "sidecar.yaml"
+        self.write(config)
+        self.runtime: Runtime | None = None
+
+    def write(self, config: dict[str, Any]) -> None:
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    async def start(self) -> Runtime:
+        self.runtime = Runtime(self.config_path, load_snapshot(self.config_path))
+        await self.runtime.start()
+        return self.runtime
+
+    def port(self, listener_id: str = "PESITSSL") -> int:
+        assert self.runtime is not None
+        return int(self.runtime.bound[listener_id].rsplit(":", 1)[1])
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop(drain_timeout=1)
+
+
+async def tls_exchange(
+    port: int, context: ssl.SSLContext, payload: bytes = b"x", *, timeout: float = 5
+) -> bytes | None:
+    """Send `payload`, half-close, read everything back. None = rejected (handshake error or EOF first).
+
+    Under TLS 1.3 a client refused after the handshake sees a finished handshake then EOF/alert,
+    so "nothing came back" counts as rejected too.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+            try:
+                writer.write(payload)
+                await writer.drain()
+                received = bytearray()
+                while len(received) < len(payload):
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    received.extend(chunk)
+                return bytes(received) if received else None
+            finally:
+                writer.close()
+                with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
+                    await writer.wait_closed()
+    except (ssl.SSLError, ConnectionError, OSError):
+        return None
