@@ -1,0 +1,238 @@
+"""Listener profile behaviour on real handshakes: verify levels, ciphlist, versions, timeouts, backend down."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+from ..conftest import LogCapture
+from ..support.env import EchoBackend, Pki, Sidecar, base_config, tls_exchange
+
+TLS12 = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
+TLS13 = (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3)
+
+
+async def _run(workdir: Path, config: dict[str, object]) -> Sidecar:
+    sidecar = Sidecar(workdir, config)
+    await sidecar.start()
+    return sidecar
+
+
+async def test_client_from_untrusted_ca_is_refused(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    sidecar = await _run(workdir, base_config(pki, backend.port))
+    try:
+        for tls in (TLS12, TLS13):
+            assert await tls_exchange(sidecar.port(), pki.client_context(pki.stranger, tls=tls)) is None
+    finally:
+        await sidecar.stop()
+    assert backend.connections == []
+    closes = captured_logs.of("close")
+    assert [c["reason"] for c in closes] == ["handshake_verify", "handshake_verify"]
+    assert sidecar.runtime is not None
+    assert sidecar.runtime.stats.listener("PESITSSL").handshake_failures["verify"] == 2
+
+
+async def test_no_client_certificate_under_verify_required_is_refused(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    sidecar = await _run(workdir, base_config(pki, backend.port))
+    try:
+        for tls in (TLS12, TLS13):
+            assert await tls_exchange(sidecar.port(), pki.client_context(None, tls=tls)) is None
+    finally:
+        await sidecar.stop()
+    assert backend.connections == []
+    assert all(c["decision"] == "reject" for c in captured_logs.of("close"))
+
+
+async def test_verify_none_serves_clients_without_certificate(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
+    config = base_config(pki, backend.port)
+    config["profiles"][0]["verify"] = "none"  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        for tls in (TLS12, TLS13):
+            assert await tls_exchange(sidecar.port(), pki.client_context(None, tls=tls), b"hello") == b"hello"
+    finally:
+        await sidecar.stop()
+
+
+async def test_ciphlist_with_one_tls12_suite_negotiates_it_and_refuses_others(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    config = base_config(pki, backend.port)
+    config["profiles"][0]["ciphlist"] = [49196]  # type: ignore[index]  # ECDHE-ECDSA-AES256-GCM-SHA384
+    sidecar = await _run(workdir, config)
+    try:
+        offering_all = pki.client_context(pki.client, stem="all")
+        assert await tls_exchange(sidecar.port(), offering_all) == b"x"
+        offering_other = pki.client_context(pki.client, tls=TLS12, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256", stem="o")
+        assert await tls_exchange(sidecar.port(), offering_other) is None
+    finally:
+        await sidecar.stop()
+    closes = captured_logs.of("close")
+    assert closes[0]["cipher"] == "ECDHE-ECDSA-AES256-GCM-SHA384"
+    assert closes[0]["tls_version"] == "TLSv1.2"  # no TLS 1.3 suite listed: TLS 1.3 is off
+    assert closes[1]["reason"] == "handshake_protocol"
+    assert len(backend.connections) == 1
+
+
+async def test_tls13_only_client_refused_by_profile_without_tls13_suite(
+    pki: Pki, backend: EchoBackend, workdir: Path
+) -> None:
+    config = base_config(pki, backend.port)
+    config["profiles"][0]["ciphlist"] = [49195, 49196]  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS13)) is None
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS12)) == b"x"
+    finally:
+        await sidecar.stop()
+
+
+async def test_tls13_suites_limited_to_the_list(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    config = base_config(pki, backend.port)
+    config["profiles"][0]["ciphlist"] = ["TLS_CHACHA20_POLY1305_SHA256"]  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS13)) == b"x"
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS12)) is None
+    finally:
+        await sidecar.stop()
+    assert captured_logs.of("close")[0]["cipher"] == "TLS_CHACHA20_POLY1305_SHA256"
+
+
+async def test_backend_down_closes_client_and_keeps_serving(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    dead_port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    config = base_config(pki, dead_port)
+    config["listeners"].append(  # type: ignore[union-attr]
+        {"id": "LIVE", "listen": "127.0.0.1:0", "ssl": "SSLSRV", "backend": f"127.0.0.1:{backend.port}"}
+    )
+    sidecar = await _run(workdir, config)
+    try:
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client)) is None
+        assert await tls_exchange(sidecar.port("LIVE"), pki.client_context(pki.client)) == b"x"
+    finally:
+        await sidecar.stop()
+    dead = [c for c in captured_logs.of("close") if c["listener"] == "PESITSSL"]
+    assert dead[0]["reason"] == "backend_unreachable"
+    assert str(dead_port) in str(dead[0]["detail"])
+
+
+async def test_idle_timeout_closes_both_sides(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    config = base_config(pki, backend.port)
+    config["limits"]["idle_timeout"] = 0.3  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", sidecar.port(), ssl=pki.client_context(pki.client), server_hostname="localhost"
+        )
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(10), 5) == b""  # closed by the proxy, not by us
+        assert asyncio.get_running_loop().time() - started >= 0.25
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ssl.SSLError, ConnectionError):
+            pass
+    finally:
+        await sidecar.stop()
+    assert captured_logs.of("close")[0]["reason"] == "idle_timeout"
+
+
+async def test_handshake_timeout_closes_a_silent_client(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    config = base_config(pki, backend.port)
+    config["limits"]["handshake_timeout"] = 0.3  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
+        assert await asyncio.wait_for(reader.read(10), 5) == b""
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await sidecar.stop()
+    assert captured_logs.of("close")[0]["reason"] == "handshake_timeout"
+    assert backend.connections == []
+
+
+async def test_plaintext_on_a_tls_listener_is_refused(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    sidecar = await _run(workdir, base_config(pki, backend.port))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
+        writer.write(b"GET / HTTP/1.0\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(10), 5) == b""
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await sidecar.stop()
+    assert captured_logs.of("close")[0]["reason"] == "handshake_plaintext"
+    assert backend.connections == []
+
+
+async def test_max_connections_closes_new_connections_at_once(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    config = base_config(pki, backend.port)
+    config["limits"]["max_connections"] = 1  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", sidecar.port(), ssl=pki.client_context(pki.client), server_hostname="localhost"
+        )
+        writer.write(b"a")
+        assert await reader.readexactly(1) == b"a"
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client)) is None
+        writer.write(b"b")
+        assert await reader.readexactly(1) == b"b"  # the first one is untouched
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ssl.SSLError, ConnectionError):
+            pass
+    finally:
+        await sidecar.stop()
+    assert any(c.get("reason") == "max_connections" for c in captured_logs.of("close"))
+
+
+def _open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+async def test_no_file_descriptor_leaks_after_mixed_connections(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
+    sidecar = await _run(workdir, base_config(pki, backend.port))
+    try:
+        await tls_exchange(sidecar.port(), pki.client_context(pki.client))  # warm up lazy imports and caches
+        before = _open_fds()
+        for _ in range(10):
+            assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, stem="ok")) == b"x"
+            assert await tls_exchange(sidecar.port(), pki.client_context(pki.stranger, stem="bad")) is None
+            _, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
+            writer.write(b"\x00garbage")
+            writer.close()
+            await writer.wait_closed()
+        assert sidecar.runtime is not None
+        for _ in range(100):  # the proxy side closes asynchronously
+            if _open_fds() <= before and not sidecar.runtime.connections:
+                break
+            await asyncio.sleep(0.02)
+        assert _open_fds() <= before
+        assert not sidecar.runtime.connections
+    finally:
+        await sidecar.stop()
