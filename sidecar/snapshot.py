@@ -95,8 +95,6 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
                 issues.append(Issue(f"{section}[{i}].{key}", f"{getattr(item, key)!r} is not supported yet"))
     if config.outbound:
         issues.append(Issue("outbound", "client mode (outbound) is not supported yet"))
-    if config.admin is not None:
-        issues.append(Issue("admin", "the admin endpoint is not supported yet"))
 
     for listener in config.listeners:
         if listener.listen is None or listener.ssl is None:
@@ -117,7 +115,7 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
     for listener in config.listeners:
         if listener.listen is None:
             continue
-        sslauth = _load_rules(listener.sslauth, issues) if listener.sslauth is not None else None
+        sslauth = _load_rules(listener.sslauth, config.source.parent, issues) if listener.sslauth else None
         server_profile = profiles.get((listener.ssl, "server")) if listener.ssl else None
         listeners[listener.id] = ListenerPlan(listener=listener, profile=server_profile, sslauth=sslauth)
 
@@ -156,9 +154,11 @@ def _compile(
     return compile_profile(profile, pki, issues, with_context=with_context, revoked=revoked)
 
 
-def _load_rules(path: Path, issues: list[Issue]) -> RuleSet | None:
+def _load_rules(path: Path, config_dir: Path, issues: list[Issue]) -> RuleSet | None:
+    # Rule references read as the operator wrote them: relative to the config file when inside it.
+    display = str(path.relative_to(config_dir)) if path.is_relative_to(config_dir) else str(path)
     try:
-        return load_sslauth(path)
+        return load_sslauth(path, display)
     except RuleFileError as exc:
         issues.append(Issue(f"{exc.file}:{exc.line}", exc.message))
         return None

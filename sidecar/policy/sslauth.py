@@ -184,11 +184,11 @@ class RuleSet:
         return "".join(statement.render() + "\n" for statement in self.statements)
 
 
-def load_sslauth(path: str | os.PathLike[str]) -> RuleSet:
-    """Read and parse a file; references name it as given (`path`)."""
-    filename = os.fspath(path)
+def load_sslauth(path: str | os.PathLike[str], display_name: str | None = None) -> RuleSet:
+    """Read and parse a file; references name it `display_name` (default: the path as given)."""
+    filename = display_name or os.fspath(path)
     try:
-        with open(filename, "rb") as file:
+        with open(path, "rb") as file:
             data = file.read()
     except OSError as exc:
         raise RuleFileError(filename, 0, f"cannot read the file: {exc.strerror or exc}") from None

@@ -30,6 +30,8 @@ _PROTOCOL_VERSIONS: dict[TlsVersion, int] = {
     "tls1.3": SSL.TLS1_3_VERSION,
 }
 
+_X509_V_ERR_INVALID_PURPOSE = 26
+
 # Recorded on the SSL.Connection (app data) by the engine; the verify callback appends to it.
 VerifyRecorder = Callable[[VerifyError], None]
 
@@ -67,6 +69,10 @@ def _make_verify_callback(profile: Profile) -> Callable[[SSL.Connection, crypto.
 
     def on_verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
         record: VerifyRecorder | None = connection.get_app_data()
+        if errno == _X509_V_ERR_INVALID_PURPOSE and depth == 0 and not ok:
+            # OpenSSL's own purpose check (EKU must allow TLS client/server use). CFT makes that a
+            # profile choice, KEYEXT, checked after the handshake with its own reason: skip it here.
+            return True
         if self_signed_only and depth >= 1 and ok:
             # CFT DEPTH=0: "only self-signed certificates are accepted"; a chain with an issuer above
             # the peer certificate is too long even when that issuer is trusted.

@@ -66,8 +66,8 @@ def make_ca(dn: str, *, issuer: Issued | None = None, serial: int | None = None)
     )
     signer = issuer.key if issuer else key
     cert = builder.sign(signer, hashes.SHA256())
-    chain = (issuer.cert, *issuer.chain) if issuer else ()
-    return Issued(cert, key, chain if issuer and issuer.chain else ())
+    chain = (issuer.cert, *issuer.chain) if issuer else ()  # an intermediate knows its issuers
+    return Issued(cert, key, chain)
 
 
 def issue(

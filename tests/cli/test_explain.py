@@ -1,0 +1,86 @@
+"""`sidecar explain` as a real subprocess: exit codes and the checks it prints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..support.env import Pki, base_config
+from ..support.pki import issue
+
+SIDECAR = [sys.executable, "-m", "sidecar"]
+
+
+def _setup(pki: Pki, tmp_path: Path, rules: str | None = None, **profile: object) -> Path:
+    config = base_config(pki, 9)
+    config["profiles"][0].update(profile)
+    if rules is not None:
+        (tmp_path / "sslauth.txt").write_text(rules)
+        config["listeners"][0]["sslauth"] = "sslauth.txt"
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _explain(config: Path, cert: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SIDECAR, "explain", "-c", str(config), "--listener", "PESITSSL", "--cert", str(cert), *extra],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_accepted_certificate(pki: Pki, tmp_path: Path) -> None:
+    config = _setup(pki, tmp_path, "ACCEPT /OU=Paris /O=ACME /USER=PARUSER\nREVOKE\n", dnuser="O=ACME/OU=Paris")
+    result = _explain(config, pki.directory / "client.pem")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "subject    /C=US/ST=NY/L=New York/O=ACME/OU=Paris/CN=PARIS" in out
+    assert "chain      verified against ROOTCA" in out
+    assert "dnuser" in out and "PASS" in out
+    assert "[sslauth.txt:1]" in out
+    assert "user       PARUSER" in out
+    assert out.strip().endswith("decision   ACCEPT")
+
+
+def test_refused_by_sslauth_names_the_rule(pki: Pki, tmp_path: Path) -> None:
+    config = _setup(pki, tmp_path, "# partners\nACCEPT /OU=Lyon\nREVOKE\n")
+    result = _explain(config, pki.directory / "client.pem")
+    assert result.returncode == 3
+    assert "decision   REJECT (sslauth at sslauth.txt:3)" in result.stdout
+
+
+def test_date_window_uses_at(pki: Pki, tmp_path: Path) -> None:
+    config = _setup(pki, tmp_path, "ACCEPT /CN=PARIS /SDATE=20300101\nREVOKE\n")
+    assert _explain(config, pki.directory / "client.pem", "--at", "2026-06-01T12:00").returncode == 3
+    # The certificate itself must still be valid at --at, so stay within its validity.
+    config = _setup(pki, tmp_path, "ACCEPT /CN=PARIS /EDATE=20991231\nREVOKE\n")
+    assert _explain(config, pki.directory / "client.pem").returncode == 0
+
+
+def test_untrusted_certificate_is_explained(pki: Pki, tmp_path: Path) -> None:
+    result = _explain(_setup(pki, tmp_path), pki.directory / "stranger.pem")
+    assert result.returncode == 3
+    assert "chain      NOT verified" in result.stdout
+    assert "decision   REJECT (verify" in result.stdout
+
+
+def test_cipher_outside_the_list_is_refused(pki: Pki, tmp_path: Path) -> None:
+    config = _setup(pki, tmp_path, ciphlist=[4865, 49195])
+    result = _explain(config, pki.directory / "client.pem", "--cipher", "TLS_AES_256_GCM_SHA384")
+    assert result.returncode == 3
+    assert "ciphlist" in result.stdout and "4866" in result.stdout
+
+
+def test_bad_input_exits_2(pki: Pki, tmp_path: Path) -> None:
+    config = _setup(pki, tmp_path)
+    assert _explain(config, tmp_path / "missing.pem").returncode == 2
+    assert _explain(config, pki.directory / "client.pem", "--at", "yesterday").returncode == 2
+    assert _explain(config, pki.directory / "client.pem", "--cipher", "1234").returncode == 2
+    other = issue(pki.root, "/CN=x")
+    other.write(tmp_path, "other")
+    bad = subprocess.run([*SIDECAR, "explain", "-c", str(config), "--listener", "NOPE", "--cert",
+                          str(tmp_path / "other.pem")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "unknown listener" in bad.stderr
