@@ -16,16 +16,14 @@ from cryptography import x509
 from .config import Config, Listener, Outbound, Partner, Profile, load_config
 from .errors import ConfigError, Issue, RuleFileError
 from .pki import PkiMaterial, load_crls, load_pki
+from .policy.classes import ClassPolicy, EncryptionRule, UserClassRule
+from .policy.partners import PartnerBook
 from .policy.sslauth import RuleSet, load_sslauth
 from .tls.profiles import CompiledProfile, compile_profile
 
 # Features parsed and validated by the config but not carried out by this build: refusing them is
 # better than silently ignoring what an operator configured.
-_NOT_SUPPORTED_YET: tuple[tuple[str, str, object], ...] = (
-    ("listeners", "identify", "none"),
-    ("listeners", "plaintext", "refuse"),
-    ("listeners", "proxy_protocol", "none"),
-)
+_NOT_SUPPORTED_YET: tuple[tuple[str, str, object], ...] = (("listeners", "proxy_protocol", "none"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +47,8 @@ class Snapshot:
     listeners: dict[str, ListenerPlan]  # only listeners that bind (have `listen`)
     profiles: dict[tuple[str, str], CompiledProfile]  # (id, direct)
     outbound: dict[str, OutboundPlan] = field(default_factory=dict)
-    partner_passwords: dict[str, str] = field(default_factory=dict)  # partner id -> nrpassw
+    partners: PartnerBook = field(default_factory=PartnerBook)
+    classes: ClassPolicy = field(default_factory=lambda: ClassPolicy((), ()))
     pki_certs: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)  # for explain
 
     def server_profile(self, profile_id: str) -> CompiledProfile | None:
@@ -129,6 +128,13 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
             except OSError as exc:
                 issues.append(Issue(f"{partner.path}.nrpassw_file", f"cannot read {partner.nrpassw_file}: {exc}"))
 
+    book = PartnerBook.build(
+        config.partners,
+        passwords,
+        {profile_id: compiled.policy for (profile_id, direct), compiled in profiles.items() if direct == "server"},
+    )
+    classes = _class_policy(config, issues)
+
     if config.admin is not None and config.admin.token_file is not None:
         _read_token(config.admin.token_file, issues)
 
@@ -139,9 +145,23 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         generation=generation,
         listeners=listeners,
         profiles=profiles,
-        partner_passwords=passwords,
+        partners=book,
+        classes=classes,
         pki_certs={pki_id: material.certs for pki_id, material in pki.items()},
     )
+
+
+def _class_policy(config: Config, issues: list[Issue]) -> ClassPolicy:
+    try:
+        return ClassPolicy(
+            tuple(UserClassRule(name=c.name, user=c.user, address=c.address) for c in config.user_classes),
+            tuple(
+                EncryptionRule(user_class=e.user_class, required=e.encryption == "required") for e in config.encryption
+            ),
+        )
+    except ValueError as exc:  # the message starts with its path (user_classes[i] / encryption[i])
+        issues.append(Issue("", str(exc)))
+        return ClassPolicy((), ())
 
 
 def _compile(

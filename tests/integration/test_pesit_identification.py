@@ -1,0 +1,258 @@
+"""PeSIT identification (identify: pesit) with a PeSIT-speaking backend, and partner checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar import pesit
+
+from ..conftest import LogCapture
+from ..support.env import Pki, Sidecar, base_config
+
+
+class PesitBackend:
+    """Answers ACK0 to a LOGON and ACONNECT to a CONNECT, then echoes; records every byte received."""
+
+    def __init__(self, refuse_logon: bool = False) -> None:
+        self.received: list[bytearray] = []
+        self.refuse_logon = refuse_logon
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received = bytearray()
+        self.received.append(received)
+        try:
+            head = await reader.readexactly(4)
+            received.extend(head)
+            if head[:2] == b"\x00\x18" and head[2] == 0xD7:  # framed LOGON ("P" in EBCDIC)
+                received.extend(await reader.readexactly(22))
+                writer.write(pesit.frame(pesit.NAK0 if self.refuse_logon else pesit.ACK0, True))
+                if self.refuse_logon:
+                    return
+                head = await reader.readexactly(4)
+                received.extend(head)
+            framed = head[:2] == head[2:4]  # NSDU length prefix followed by the same FPDU length
+            length = int.from_bytes(head[:2], "big")
+            # Framed: the NSDU length counts what follows the prefix; unframed: the FPDU length counts itself.
+            received.extend(await reader.readexactly(length - 2 if framed else length - 4))
+            writer.write(pesit.frame(pesit.encode_aconnect(5, 1), framed))
+            while data := await reader.read(65536):
+                received.extend(data)
+                writer.write(data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def pesit_backend() -> Any:
+    backend = PesitBackend()
+    await backend.start()
+    yield backend
+    await backend.stop()
+
+
+def _config(pki: Pki, port: int, **partner: Any) -> dict[str, Any]:
+    config = base_config(pki, port, identify="pesit")
+    config["partners"] = [{"id": "PARIS", "nrpart": "PARIS", **partner}]
+    return config
+
+
+async def _call(port: int, pki: Pki, messages: list[bytes], expect: int) -> bytes:
+    """Send each message, return what came back (up to `expect` bytes or EOF)."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=pki.client_context(pki.client, stem="pesit"), server_hostname="localhost"
+    )
+    received = bytearray()
+    try:
+        for message in messages:
+            writer.write(message)
+        while len(received) < expect:
+            chunk = await asyncio.wait_for(reader.read(4096), 5)
+            if not chunk:
+                break
+            received.extend(chunk)
+    finally:
+        writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await writer.wait_closed()
+    return bytes(received)
+
+
+LOGON = pesit.frame(pesit.encode_logon("PESIT", "PARIS", "LOGONPW"), True)
+ACK = pesit.frame(pesit.ACK0, True)
+
+
+@pytest.mark.parametrize("framed", [True, False])
+@pytest.mark.parametrize("with_logon", [True, False])
+async def test_known_partner_reaches_the_backend_with_the_original_bytes(
+    framed: bool, with_logon: bool, pki: Pki, pesit_backend: PesitBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sidecar = Sidecar(workdir, _config(pki, port, nrpassw="NYPASSW"))
+    await sidecar.start()
+    connect = pesit.frame(pesit.encode_connect("PARIS", "SERVER", password="NYPASSW"), framed)
+    messages = ([LOGON] if with_logon and framed else []) + [connect, b"payload"]
+    aconnect = pesit.frame(pesit.encode_aconnect(5, 1), framed)
+    expected = (ACK if with_logon and framed else b"") + aconnect + b"payload"
+    try:
+        answer = await _call(sidecar.port(), pki, messages, len(expected))
+    finally:
+        await sidecar.stop()
+    assert answer == expected
+    assert bytes(pesit_backend.received[0]) == b"".join(messages)
+    close = captured_logs.of("close")[0]
+    assert (close["decision"], close["partner"]) == ("accept", "PARIS")
+
+
+@pytest.mark.parametrize(("partner", "password"), [("NOBODY", None), ("PARIS", "WRONG")])
+async def test_unknown_partner_or_bad_password_gets_rconnect_301(
+    partner: str, password: str | None, pki: Pki, pesit_backend: PesitBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sidecar = Sidecar(workdir, _config(pki, port, nrpassw="NYPASSW"))
+    await sidecar.start()
+    try:
+        connect = pesit.frame(pesit.encode_connect(partner, "SERVER", password=password, src=7), True)
+        answer = await _call(sidecar.port(), pki, [connect], 100)
+    finally:
+        await sidecar.stop()
+    assert answer == pesit.frame(pesit.encode_rconnect(7, 301), True)
+    assert pesit_backend.received == []  # the backend never saw a connection
+    msg_ids = [event["msg_id"] for event in captured_logs.of("cft")]
+    assert msg_ids == (["CFTT15E"] if partner == "NOBODY" else ["CFTH22E"])
+
+
+async def test_partner_profile_dnuser_mismatch_gets_rconnect_304_and_cftt48e(
+    pki: Pki, pesit_backend: PesitBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = _config(pki, port, ssl="SSLPARIS")
+    config["profiles"].append({"id": "SSLPARIS", "direct": "server", "dnuser": "OU=Lyon"})
+    sidecar = Sidecar(workdir, config)
+    await sidecar.start()
+    try:
+        answer = await _call(sidecar.port(), pki, [pesit.frame(pesit.encode_connect("PARIS", "SRV"), False)], 100)
+    finally:
+        await sidecar.stop()
+    assert answer == pesit.encode_rconnect(5, 304)
+    assert pesit_backend.received == []
+    cft = captured_logs.of("cft")
+    assert cft[0]["msg_id"] == "CFTT48E"
+    assert cft[0]["msg"] == "CFTT48E _ Server Session rejected reason=DNUSER <PART=PARIS SSL=SSLPARIS>"
+
+
+async def test_missing_partner_profile_logs_cftt47w_and_passes(
+    pki: Pki, pesit_backend: PesitBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sidecar = Sidecar(workdir, _config(pki, port, ssl="NOSUCH"))
+    await sidecar.start()
+    connect = pesit.frame(pesit.encode_connect("PARIS", "SRV"), True)
+    try:
+        answer = await _call(sidecar.port(), pki, [connect], len(pesit.frame(pesit.encode_aconnect(5, 1), True)))
+    finally:
+        await sidecar.stop()
+    assert answer == pesit.frame(pesit.encode_aconnect(5, 1), True)
+    cft = captured_logs.of("cft")
+    assert (
+        cft[0]["msg"]
+        == "CFTT47W _ No SSL security profile for additional checks <PART=PARIS SSLID=NOSUCH DIRECT=SERVER>"
+    )
+
+
+async def test_missing_partner_profile_rejected_when_configured(
+    pki: Pki, pesit_backend: PesitBackend, workdir: Path
+) -> None:
+    port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = _config(pki, port, ssl="NOSUCH")
+    config["listeners"][0]["missing_partner_profile"] = "reject"
+    sidecar = Sidecar(workdir, config)
+    await sidecar.start()
+    try:
+        answer = await _call(sidecar.port(), pki, [pesit.frame(pesit.encode_connect("PARIS", "S"), True)], 100)
+    finally:
+        await sidecar.stop()
+    assert answer == pesit.frame(pesit.encode_rconnect(5, 304), True)
+
+
+@pytest.mark.parametrize("rule", [{"prot": ["OTHER"]}, {"host": ["10.9.8.7"], "host_verify": 4}])
+async def test_prot_and_host_verify_refusals(
+    rule: dict[str, Any], pki: Pki, pesit_backend: PesitBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = _config(pki, port, **rule)
+    config["listeners"].append({"id": "OTHER", "ssl": "SSLSRV"})  # requester-only: binds nothing
+    sidecar = Sidecar(workdir, config)
+    await sidecar.start()
+    try:
+        answer = await _call(sidecar.port(), pki, [pesit.frame(pesit.encode_connect("PARIS", "S"), True)], 100)
+    finally:
+        await sidecar.stop()
+    assert answer == pesit.frame(pesit.encode_rconnect(5, 304), True)
+    assert captured_logs.of("close")[0]["reason"] == ("prot" if "prot" in rule else "host")
+    assert pesit_backend.received == []
+
+
+async def test_client_that_never_sends_connect_is_closed_at_the_deadline(
+    pki: Pki, pesit_backend: PesitBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = _config(pki, port)
+    config["limits"]["handshake_timeout"] = 0.5
+    sidecar = Sidecar(workdir, config)
+    await sidecar.start()
+    try:
+        answer = await _call(sidecar.port(), pki, [LOGON], 100)  # LOGON acknowledged, then silence
+    finally:
+        await sidecar.stop()
+    assert answer == ACK
+    assert captured_logs.of("close")[0]["reason"] == "identification_timeout"
+    assert pesit_backend.received == []
+
+
+async def test_backend_nak0_is_passed_to_the_client(pki: Pki, workdir: Path) -> None:
+    backend = PesitBackend(refuse_logon=True)
+    port = await backend.start()
+    sidecar = Sidecar(workdir, _config(pki, port))
+    await sidecar.start()
+    try:
+        connect = pesit.frame(pesit.encode_connect("PARIS", "S"), True)
+        answer = await _call(sidecar.port(), pki, [LOGON, connect], 100)
+    finally:
+        await sidecar.stop()
+        await backend.stop()
+    assert answer == ACK + pesit.frame(pesit.NAK0, True)
+
+
+async def test_identify_certificate_uses_the_verified_cn(pki: Pki, workdir: Path, captured_logs: LogCapture) -> None:
+    backend = PesitBackend()
+    port = await backend.start()
+    config = base_config(pki, port, identify="certificate")
+    config["partners"] = [{"id": "LYON", "nrpart": "LYON"}]
+    sidecar = Sidecar(workdir, config)
+    await sidecar.start()
+    try:
+        answer = await _call(sidecar.port(), pki, [b"hello"], 100)
+    finally:
+        await sidecar.stop()
+        await backend.stop()
+    assert answer == b""
+    assert captured_logs.of("close")[0]["reason"] == "unknown_partner"
