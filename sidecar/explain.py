@@ -17,6 +17,8 @@ from cryptography import x509
 from .errors import ConfigError
 from .pki import load_certificates
 from .policy.checks import CheckStep
+from .policy.decision import Decision, Reason
+from .policy.partners import check_partner, partner_from_certificate
 from .policy.session import evaluate_listener
 from .snapshot import Snapshot, load_snapshot
 from .tls.ciphers import catalog
@@ -90,6 +92,43 @@ def explain(snapshot: Snapshot, args: argparse.Namespace, out: TextIO) -> int:
         chain_length=chain_length,
     )
     verdict = evaluate_listener(compiled.policy, plan.sslauth, facts, at)
+    steps = list(verdict.steps)
+    decision = verdict.decision
+    partner_line = "none (identify: none)"
+    partner = None
+    if decision.allowed and (args.partner or plan.listener.identify == "certificate"):
+        book = snapshot.partners
+        if args.partner:
+            partner = book.find(args.partner)
+            nrpart = args.partner
+        else:
+            partner, nrpart = partner_from_certificate(book, facts)
+        if partner is None:
+            detail = f"no partner with nrpart {nrpart!r}"
+            steps.append(CheckStep("partner", "fail", detail))
+            decision = Decision.deny(Reason.UNKNOWN_PARTNER, detail)
+        else:
+            partner_line = f"{partner.id} ({partner.path}), nrpart {partner.nrpart}"
+            checked = check_partner(book, partner, listener_id=plan.listener.id, peer_host=args.peer or "",
+                                    facts=facts, missing_profile=plan.listener.missing_partner_profile)  # fmt: skip
+            steps.append(CheckStep("partner", "pass", partner_line))
+            steps.extend(checked.steps)
+            for message in checked.messages:
+                steps.append(CheckStep(message.msg_id, "skip", message.text))
+            decision = checked.decision
+    if decision.allowed:
+        user = partner.nrpart if partner is not None else (facts.verified_peer.common_name
+                                                           if facts.verified_peer else None)  # fmt: skip
+        encryption, user_class, encryption_entry = snapshot.classes.decide(
+            encrypted=not args.plaintext, user=user, address=args.peer,
+            explicit_class=partner.user_class if partner is not None else None,
+        )  # fmt: skip
+        index = encryption_entry.rule_index
+        where = f"encryption[{index}]" if index is not None else "no entry: optional"
+        detail = (f"user {user or '-'} -> class {user_class.name or '-'}; "
+                  f"{'required' if encryption_entry.required else 'optional'} ({where})")  # fmt: skip
+        steps.append(CheckStep("encryption", "pass" if encryption.allowed else "fail", detail, encryption.rule_ref))
+        decision = encryption if not encryption.allowed else decision
 
     leaf = PeerCert.from_x509(certs[0])
     print(f"listener   {plan.listener.id} ({plan.listener.path}) -> profile {profile.id} ({profile.path}), "
@@ -106,12 +145,12 @@ def explain(snapshot: Snapshot, args: argparse.Namespace, out: TextIO) -> int:
         print(f"chain      NOT verified: {'; '.join(str(e) for e in errors)}", file=out)
     print(f"cipher     {suite} as {facts.tls_version}{'' if args.cipher else ' (first of the profile)'}", file=out)
     print(f"at         {at.isoformat(timespec='minutes')}", file=out)
+    print(f"partner    {partner_line}", file=out)
     print("checks", file=out)
-    for number, step in enumerate(verdict.steps, 1):
+    for number, step in enumerate(steps, 1):
         print(_row(number, step), file=out)
     if verdict.user:
         print(f"user       {verdict.user} (SSLAUTH /USER)", file=out)
-    decision = verdict.decision
     if decision.allowed:
         print("decision   ACCEPT", file=out)
         return EXIT_ACCEPT

@@ -84,3 +84,36 @@ def test_bad_input_exits_2(pki: Pki, tmp_path: Path) -> None:
     bad = subprocess.run([*SIDECAR, "explain", "-c", str(config), "--listener", "NOPE", "--cert",
                           str(tmp_path / "other.pem")], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "unknown listener" in bad.stderr
+
+
+def test_partner_checks_are_explained(pki: Pki, tmp_path: Path) -> None:
+    config = base_config(pki, 9, identify="pesit")
+    config["profiles"].append({"id": "SSLPARIS", "direct": "server", "dnuser": "OU=Lyon"})
+    config["partners"] = [{"id": "PARIS", "nrpart": "PARIS", "ssl": "SSLPARIS"}, {"id": "NICE", "ssl": "GONE"}]
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(config))
+    refused = _explain(path, pki.directory / "client.pem", "--partner", "PARIS")
+    assert refused.returncode == 3
+    assert "partner    PARIS (partners[0])" in refused.stdout
+    assert "partner-dnuser" in refused.stdout
+    assert "CFTT48E _ Server Session rejected reason=DNUSER <PART=PARIS SSL=SSLPARIS>" in refused.stdout
+    assert "REJECT (dnuser at profiles[1].dnuser)" in refused.stdout
+    warned = _explain(path, pki.directory / "client.pem", "--partner", "NICE")
+    assert warned.returncode == 0
+    assert (
+        "CFTT47W _ No SSL security profile for additional checks <PART=NICE SSLID=GONE DIRECT=SERVER>" in warned.stdout
+    )
+    unknown = _explain(path, pki.directory / "client.pem", "--partner", "NOBODY")
+    assert unknown.returncode == 3 and "unknown_partner" in unknown.stdout
+
+
+def test_encryption_class_is_explained(pki: Pki, tmp_path: Path) -> None:
+    config = base_config(pki, 9, plaintext="allow")
+    config["user_classes"] = [{"name": "Partners", "user": "PAR*"}]
+    config["encryption"] = [{"class": "Partners", "encryption": "required"}]
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(config))
+    tls = _explain(path, pki.directory / "client.pem")
+    assert tls.returncode == 0 and "class Partners; required (encryption[0])" in tls.stdout
+    plain = _explain(path, pki.directory / "client.pem", "--plaintext")
+    assert plain.returncode == 3 and "encryption_required" in plain.stdout
