@@ -13,9 +13,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, logs
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .admin import AdminServer
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -45,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--peer", help="client address (for host_verify and user classes)", default=None)
     explain.add_argument("--at", help="evaluate at this local time (ISO 8601); default: now")
     explain.add_argument("--plaintext", action="store_true", help="explain a plaintext (non-TLS) session")
+
+    reload = commands.add_parser("reload", help="ask a running sidecar to reload its configuration (POST /reload)")
+    reload.add_argument("-c", "--config", required=True, type=Path, help="the configuration the sidecar runs with")
+    reload.add_argument("--admin", metavar="URL", help="admin endpoint (default: the config's admin.listen)")
+    reload.add_argument("--token-file", type=Path, help="bearer token file (default: the config's admin.token_file)")
     return parser
 
 
@@ -58,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .explain import explain_command
 
         return explain_command(args)
+    if args.command == "reload":
+        return _reload(args.config, args.admin, args.token_file)
     return EXIT_CONFIG
 
 
@@ -102,31 +113,146 @@ def _run(config_path: Path) -> int:
 
 
 async def _serve(config_path: Path, snapshot: object) -> int:
+    from .admin import start_admin
     from .runtime import Runtime
     from .snapshot import Snapshot
 
     assert isinstance(snapshot, Snapshot)
     runtime = Runtime(config_path, snapshot)
-    try:
-        await runtime.start()
-    except OSError as exc:
-        logs.event("start_failed", logging.ERROR, error=f"{exc.strerror or exc}")
-        return EXIT_RUNTIME
-
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     reloads: set[asyncio.Task[object]] = set()
 
     def request_reload() -> None:
+        if not runtime.ready and not runtime.draining:
+            logs.event("reload_ignored", logging.WARNING, reason="not started yet")
+            return
         task: asyncio.Task[object] = loop.create_task(runtime.reload())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    # Handlers before anything binds: whoever reads the `ready` line may signal at once, and the
+    # default action of SIGHUP is to terminate.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
     loop.add_signal_handler(signal.SIGHUP, request_reload)
-    await stop_requested.wait()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.remove_signal_handler(signum)
-    await runtime.stop()
+    admin_config = snapshot.config.admin
+    admin: AdminServer | None = None
+    try:
+        # Admin first: its real address belongs in the `ready` line that runtime.start() logs.
+        if admin_config is not None:
+            try:
+                admin = await start_admin(runtime, admin_config)
+            except OSError as exc:
+                logs.event("start_failed", logging.ERROR, component="admin", address=str(admin_config.listen),
+                           error=f"{exc.strerror or exc}")  # fmt: skip
+                return EXIT_RUNTIME
+            except ConfigError as exc:  # the token file changed between loading and starting
+                for issue in exc.issues:
+                    logs.event("config_error", logging.ERROR, path=issue.where, error=issue.message)
+                return EXIT_CONFIG
+        try:
+            await runtime.start()
+        except OSError as exc:
+            logs.event("start_failed", logging.ERROR, error=f"{exc.strerror or exc}")
+            return EXIT_RUNTIME
+        await stop_requested.wait()
+        # A second SIGTERM/SIGINT during the drain gets the default action: stop now.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await runtime.stop()
+        return EXIT_OK
+    finally:
+        # After the drain, not before: /readyz answers 503 while connections finish.
+        if admin is not None:
+            await admin.cleanup()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+
+
+def _reload(config_path: Path, admin_url: str | None, token_file: Path | None) -> int:
+    """POST /reload to a running sidecar: 0 reloaded, 2 refused (errors printed), 1 unreachable."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        url, token = _admin_target(config_path, admin_url, token_file)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{url}/reload", data=b"", headers=headers, method="POST")
+    # No proxy: the admin endpoint is local or on a management network, never behind http_proxy.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=60) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            try:
+                body = json.load(exc)
+            except ValueError:
+                body = {}
+        if exc.code == 422:
+            for error in body.get("errors", []):
+                print(f"error: {error}", file=sys.stderr)
+            print(f"{config_path}: reload refused, the running configuration is unchanged", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"error: {url}/reload answered {exc.code} {body.get('error') or exc.reason}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        print(f"error: cannot reach the admin endpoint at {url}: {reason}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"reloaded: generation {body.get('generation')}")
     return EXIT_OK
+
+
+def _admin_target(config_path: Path, admin_url: str | None, token_file: Path | None) -> tuple[str, str | None]:
+    """The admin base URL and bearer token for `reload`, read leniently from the config file.
+
+    Only the `admin` section is read, and not validated: the point of `reload` is often a config
+    with mistakes elsewhere, which the running sidecar will then report, each with its path.
+    """
+    import yaml
+
+    admin: dict[str, object] = {}
+    problem: str | None = None
+    try:
+        document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        problem = f"cannot read {config_path}: {getattr(exc, 'strerror', None) or exc}"
+    else:
+        section = document.get("admin") if isinstance(document, dict) else None
+        if isinstance(section, dict):
+            admin = section
+        elif admin_url is None:
+            problem = f"{config_path}: no admin section; give the endpoint with --admin URL"
+    if admin_url is None and problem is not None:
+        raise ValueError(problem)
+
+    token: str | None = None
+    configured = admin.get("token_file")
+    if token_file is None and isinstance(configured, str) and configured:
+        token_file = Path(configured) if Path(configured).is_absolute() else config_path.parent / configured
+    if token_file is not None:
+        path = token_file
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"admin.token_file: cannot read {path}: {exc.strerror or exc}") from exc
+
+    if admin_url is not None:
+        url = admin_url if "://" in admin_url else f"http://{admin_url}"
+        return url.rstrip("/"), token
+    listen = str(admin.get("listen") or "127.0.0.1:9901")
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"admin.listen: {listen!r} is not an address")
+    # A wildcard bind is reached through loopback from the same host.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return (f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"), token

@@ -92,8 +92,6 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         for i, item in enumerate(getattr(config, section)):
             if getattr(item, key) != supported:
                 issues.append(Issue(f"{section}[{i}].{key}", f"{getattr(item, key)!r} is not supported yet"))
-    if config.outbound:
-        issues.append(Issue("outbound", "client mode (outbound) is not supported yet"))
 
     for listener in config.listeners:
         if listener.listen is None or listener.ssl is None:
@@ -117,6 +115,19 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         sslauth = _load_rules(listener.sslauth, config.source.parent, issues) if listener.sslauth else None
         server_profile = profiles.get((listener.ssl, "server")) if listener.ssl else None
         listeners[listener.id] = ListenerPlan(listener=listener, profile=server_profile, sslauth=sslauth)
+
+    outbound: dict[str, OutboundPlan] = {}
+    for entry in config.outbound:
+        profile_id = _outbound_profile_id(config, entry)
+        partner = config.partner(entry.partner)
+        client = profiles.get((profile_id, "client")) if profile_id else None
+        if profile_id is None:
+            issues.append(Issue(f"{entry.path}.ssl", "no client profile: set ssl here, on the partner, or prot"))
+        elif client is None and config.profile(profile_id, "client") is None:
+            text = f"CFTT47W _ Cannot find SSL security profil <PART={entry.partner} SSLID={profile_id} DIRECT=CLIENT>"
+            issues.append(Issue(f"{entry.path}.ssl", text, msg_id="CFTT47W"))
+        if client is not None and partner is not None:
+            outbound[entry.id] = OutboundPlan(outbound=entry, partner=partner, profile=client)
 
     passwords: dict[str, str] = {}
     for partner in config.partners:
@@ -146,6 +157,7 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         listeners=listeners,
         profiles=profiles,
         partners=book,
+        outbound=outbound,
         classes=classes,
         pki_certs={pki_id: material.certs for pki_id, material in pki.items()},
     )

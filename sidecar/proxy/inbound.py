@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 _connection_ids = itertools.count(1)
 
 
+def next_connection_id() -> int:
+    """Connection ids are unique across listeners and outbound entries of the process."""
+    return next(_connection_ids)
+
+
 @dataclass(slots=True)
 class Session:
     """What identification read, to be replayed to the backend verbatim."""
@@ -113,7 +118,7 @@ class InboundListener:
         plan = snapshot.listeners.get(self.listener_id) or runtime.bound_plans[self.listener_id]
         counters = runtime.stats.listener(self.listener_id)
         peer, peer_host = _peer_text(leg)
-        conn = Connection(next(_connection_ids), self.listener_id, peer, peer_host)
+        conn = Connection(next_connection_id(), self.listener_id, peer, peer_host)
         if counters.active >= snapshot.config.limits.max_connections or runtime.draining:
             counters.errors["over_limit" if not runtime.draining else "shutting_down"] += 1
             leg.abort()
