@@ -21,10 +21,6 @@ from .policy.partners import PartnerBook
 from .policy.sslauth import RuleSet, load_sslauth
 from .tls.profiles import CompiledProfile, compile_profile
 
-# Features parsed and validated by the config but not carried out by this build: refusing them is
-# better than silently ignoring what an operator configured.
-_NOT_SUPPORTED_YET: tuple[tuple[str, str, object], ...] = (("listeners", "proxy_protocol", "none"),)
-
 
 @dataclass(frozen=True, slots=True)
 class ListenerPlan:
@@ -88,10 +84,6 @@ def _outbound_profile_id(config: Config, entry: Outbound) -> str | None:
 
 def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
     issues: list[Issue] = []
-    for section, key, supported in _NOT_SUPPORTED_YET:
-        for i, item in enumerate(getattr(config, section)):
-            if getattr(item, key) != supported:
-                issues.append(Issue(f"{section}[{i}].{key}", f"{getattr(item, key)!r} is not supported yet"))
 
     for listener in config.listeners:
         if listener.listen is None or listener.ssl is None:

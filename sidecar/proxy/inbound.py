@@ -24,6 +24,7 @@ from ..snapshot import ListenerPlan, Snapshot
 from ..stats import Counters
 from ..tls.engine import TlsEndpoint, TlsError
 from ..tls.peer import TlsFacts
+from . import proxyproto
 from .relay import TLS_RECORD_HANDSHAKE, Leg, Relay
 
 if TYPE_CHECKING:
@@ -195,6 +196,9 @@ class InboundListener:
                     lambda: Leg("backend"), backend_address.host, backend_address.port
                 )
                 conn.backend = backend
+                header = self._proxy_header(listener.proxy_protocol, conn, leg)
+                if header:
+                    backend.send(header)
                 if session.logon_length:
                     refused = await self._replay_logon(leg, backend, session)
                     if refused is not None:
@@ -360,6 +364,16 @@ class InboundListener:
                 client.close()
                 backend.abort()
                 return {"decision": "error", "reason": "backend_protocol", "detail": "backend closed during LOGON"}
+
+    def _proxy_header(self, version: str, conn: Connection, leg: Leg) -> bytes:
+        if version == "none":
+            return b""
+        assert leg.transport is not None
+        source = leg.transport.get_extra_info("peername")
+        destination = leg.transport.get_extra_info("sockname")
+        if version == "v1":
+            return proxyproto.encode_v1(source[:2], destination[:2])
+        return proxyproto.encode_v2(source[:2], destination[:2], conn.facts, partner=conn.partner, user=conn.user)
 
     def _rconnect(self, leg: Leg, session: Session, connect: Connect, diagnostic: int) -> None:
         framed = session.framed(connect)

@@ -113,7 +113,10 @@ class TlsEndpoint:
         except SSL.WantReadError:
             return False
         except SSL.Error as exc:
-            raise TlsError(_describe(exc), "verify" if self.verify_errors else "protocol") from None
+            message = _describe(exc)
+            # A missing client certificate under verify: required is a verification failure too.
+            refused_peer = bool(self.verify_errors) or "did not return a certificate" in message
+            raise TlsError(message, "verify" if refused_peer else "protocol") from None
         self.handshake_done = True
         return True
 
