@@ -11,10 +11,38 @@ from hypothesis import strategies as st
 from sidecar.config import parse_config
 from sidecar.errors import ConfigError
 
-KEYS = (
-    "pki profiles listeners partners outbound user_classes encryption admin limits logging id direct verify "
-    "ciphlist listen backend ssl host sap version min max depth class cert key prot nrpart idle_timeout bogus"
-).split()
+KEYS = [
+    "pki",
+    "profiles",
+    "listeners",
+    "partners",
+    "outbound",
+    "user_classes",
+    "encryption",
+    "admin",
+    "limits",
+    "logging",
+    "id",
+    "direct",
+    "verify",
+    "ciphlist",
+    "listen",
+    "backend",
+    "ssl",
+    "host",
+    "sap",
+    "version",
+    "min",
+    "max",
+    "depth",
+    "class",
+    "cert",
+    "key",
+    "prot",
+    "nrpart",
+    "idle_timeout",
+    "bogus",
+]
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 70000), st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["server", "client", "required", "none", "tls1.3", "127.0.0.1:0", "x", "", "*", "[::1]:1"]),
