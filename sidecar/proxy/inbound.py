@@ -157,6 +157,8 @@ class InboundListener:
             counters.active -= 1
             counters.bytes_up += leg.bytes_in
             counters.bytes_down += leg.bytes_out
+            if plan.profile is not None and plan.profile.profile.parm:
+                outcome["parm"] = plan.profile.profile.parm  # CFT PARM: free data for the operator's tools
             self._log_close(conn, leg, outcome)
 
     async def _run(

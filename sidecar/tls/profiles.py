@@ -186,14 +186,15 @@ def compile_profile(
     before = len(issues)
     suites = resolve_ciphlist(profile, issues)
     dnuser = dnissuer = None
+    # The compiler prefixes its messages with the element's path (`profiles[0].dnuser[1]: …`).
     try:
-        dnuser = compile_dn_patterns(profile.dnuser or None)
+        dnuser = compile_dn_patterns(profile.dnuser or None, f"{profile.path}.dnuser")
     except DnPatternError as exc:
-        issues.append(Issue(f"{profile.path}.dnuser", str(exc)))
+        issues.append(Issue("", str(exc)))
     try:
-        dnissuer = compile_dn_patterns(profile.dnissuer or None)
+        dnissuer = compile_dn_patterns(profile.dnissuer or None, f"{profile.path}.dnissuer")
     except DnPatternError as exc:
-        issues.append(Issue(f"{profile.path}.dnissuer", str(exc)))
+        issues.append(Issue("", str(exc)))
     if not suites and len(issues) == before:
         issues.append(Issue(f"{profile.path}.ciphlist", "no usable cipher suite"))
     if len(issues) > before:
