@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     reload.add_argument("-c", "--config", required=True, type=Path, help="the configuration the sidecar runs with")
     reload.add_argument("--admin", metavar="URL", help="admin endpoint (default: the config's admin.listen)")
     reload.add_argument("--token-file", type=Path, help="bearer token file (default: the config's admin.token_file)")
+
+    demo = commands.add_parser("demo", help="showcase: throwaway PKI, echo backend, proxy, admin and sample clients")
+    demo.add_argument("--once", action="store_true", help="exit after the table: 0 only if every outcome was expected")
+    demo.add_argument("--dir", type=Path, help="write the PKI, config and rule file here and keep them")
     return parser
 
 
@@ -69,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return explain_command(args)
     if args.command == "reload":
         return _reload(args.config, args.admin, args.token_file)
+    if args.command == "demo":
+        from .demo import demo_command
+
+        return demo_command(args.dir, once=args.once)
     return EXIT_CONFIG
 
 
