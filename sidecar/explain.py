@@ -19,7 +19,7 @@ from .pki import load_certificates
 from .policy.checks import CheckStep
 from .policy.decision import Decision, Reason
 from .policy.partners import check_partner, partner_from_certificate
-from .policy.session import evaluate_listener
+from .policy.session import ListenerVerdict, evaluate_listener
 from .snapshot import Snapshot, load_snapshot
 from .tls.ciphers import catalog
 from .tls.peer import PeerCert, TlsFacts
@@ -91,10 +91,22 @@ def explain(snapshot: Snapshot, args: argparse.Namespace, out: TextIO) -> int:
         verify_errors=errors,
         chain_length=chain_length,
     )
-    verdict = evaluate_listener(compiled.policy, plan.sslauth, facts, at)
+    if args.plaintext:
+        # A plaintext session (plaintext: allow) has no TLS profile or SSLAUTH step: only partner and
+        # user-class rules apply to it.
+        verdict = ListenerVerdict(
+            Decision.allow(), (CheckStep("tls", "skip", "plaintext session: no TLS checks"),), None
+        )
+    else:
+        verdict = evaluate_listener(compiled.policy, plan.sslauth, facts, at)
+    session_facts = None if args.plaintext else facts
     steps = list(verdict.steps)
     decision = verdict.decision
-    partner_line = "none (identify: none)"
+    partner_line = (
+        "none (identify: none)"
+        if plan.listener.identify == "none"
+        else f"not identified (identify: {plan.listener.identify}; give --partner NRPART)"
+    )
     partner = None
     if decision.allowed and (args.partner or plan.listener.identify == "certificate"):
         book = snapshot.partners
@@ -109,8 +121,10 @@ def explain(snapshot: Snapshot, args: argparse.Namespace, out: TextIO) -> int:
             decision = Decision.deny(Reason.UNKNOWN_PARTNER, detail)
         else:
             partner_line = f"{partner.id} ({partner.path}), nrpart {partner.nrpart}"
-            checked = check_partner(book, partner, listener_id=plan.listener.id, peer_host=args.peer or "",
-                                    facts=facts, missing_profile=plan.listener.missing_partner_profile)  # fmt: skip
+            checked = check_partner(
+                book, partner, listener_id=plan.listener.id, peer_host=args.peer or "",
+                facts=session_facts, missing_profile=plan.listener.missing_partner_profile,
+            )  # fmt: skip
             steps.append(CheckStep("partner", "pass", partner_line))
             steps.extend(checked.steps)
             for message in checked.messages:

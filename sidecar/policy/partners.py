@@ -36,6 +36,10 @@ def cfth22e(nrpart: str, diagi: int, host: str) -> CftMessage:
     return CftMessage("CFTH22E", f"CFTH22E NPART={nrpart} rejected DIAGI={diagi} <HOST={host}>", "error")
 
 
+def cftt10e(partner_id: str, listener_id: str) -> CftMessage:
+    return CftMessage("CFTT10E", f"CFTT10E PART={partner_id} PROT={listener_id} _ Protocol not authorized", "error")
+
+
 def cftt47w(partner_id: str, ssl_id: str) -> CftMessage:
     text = f"CFTT47W _ No SSL security profile for additional checks <PART={partner_id} SSLID={ssl_id} DIRECT=SERVER>"
     return CftMessage("CFTT47W", text, "warning")
@@ -106,7 +110,8 @@ def check_partner(
     if partner.prot is not None and listener_id not in partner.prot:
         detail = f"listener {listener_id} is not in {partner.id}'s prot {list(partner.prot)}"
         steps.append(CheckStep("prot", "fail", detail, f"{partner.path}.prot"))
-        return PartnerVerdict(Decision.deny(Reason.PROT, detail, f"{partner.path}.prot"), tuple(steps), (), partner)
+        decision = Decision.deny(Reason.PROT, detail, f"{partner.path}.prot")
+        return PartnerVerdict(decision, tuple(steps), (cftt10e(partner.id, listener_id),), partner)
     steps.append(CheckStep("prot", "pass", f"listener {listener_id} allowed", f"{partner.path}.prot"))
     if partner.host_verify:
         if not host_matches(peer_host, partner.host, partner.host_verify):

@@ -164,6 +164,7 @@ async def test_prot_and_host_verify_refusals(
         await sidecar.stop()
     assert answer == pesit.frame(pesit.encode_rconnect(5, 304), True)
     assert captured_logs.of("close")[0]["reason"] == ("prot" if "prot" in rule else "host")
+    assert captured_logs.of("cft")[0]["msg_id"] == ("CFTT10E" if "prot" in rule else "CFTH22E")
     assert pesit_backend.received == []
 
 
