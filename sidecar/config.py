@@ -443,36 +443,12 @@ def parse_config(text: str, source: Path) -> Config:
     config = Config(
         source=source,
         pki=_parse_pki(reader, top.get("pki")),
-        profiles=tuple(
-            profile
-            for i, item in enumerate(reader.sequence(top.get("profiles"), "profiles"))
-            if (profile := _parse_profile(reader, item, i)) is not None
-        ),
-        listeners=tuple(
-            listener
-            for i, item in enumerate(reader.sequence(top.get("listeners"), "listeners"))
-            if (listener := _parse_listener(reader, item, i)) is not None
-        ),
-        partners=tuple(
-            partner
-            for i, item in enumerate(reader.sequence(top.get("partners"), "partners"))
-            if (partner := _parse_partner(reader, item, i)) is not None
-        ),
-        outbound=tuple(
-            entry
-            for i, item in enumerate(reader.sequence(top.get("outbound"), "outbound"))
-            if (entry := _parse_outbound(reader, item, i)) is not None
-        ),
-        user_classes=tuple(
-            user_class
-            for i, item in enumerate(reader.sequence(top.get("user_classes"), "user_classes"))
-            if (user_class := _parse_user_class(reader, item, i)) is not None
-        ),
-        encryption=tuple(
-            rule
-            for i, item in enumerate(reader.sequence(top.get("encryption"), "encryption"))
-            if (rule := _parse_encryption(reader, item, i)) is not None
-        ),
+        profiles=_parse_list(reader, top, "profiles", _parse_profile),
+        listeners=_parse_list(reader, top, "listeners", _parse_listener),
+        partners=_parse_list(reader, top, "partners", _parse_partner),
+        outbound=_parse_list(reader, top, "outbound", _parse_outbound),
+        user_classes=_parse_list(reader, top, "user_classes", _parse_user_class),
+        encryption=_parse_list(reader, top, "encryption", _parse_encryption),
         admin=_parse_admin(reader, top.get("admin")),
         limits=_parse_limits(reader, top.get("limits")),
         logging=_parse_logging(reader, top.get("logging")),
@@ -481,6 +457,14 @@ def parse_config(text: str, source: Path) -> Config:
     if reader.issues:
         raise ConfigError(reader.issues)
     return config
+
+
+def _parse_list(
+    reader: _Reader, top: dict[str, Any], section: str, parse_item: Callable[[_Reader, Any, int], T | None]
+) -> tuple[T, ...]:
+    """A list section: each item parsed with its index (for paths); unusable items are left out."""
+    parsed = (parse_item(reader, item, i) for i, item in enumerate(reader.sequence(top.get(section), section)))
+    return tuple(item for item in parsed if item is not None)
 
 
 def _parse_pki(reader: _Reader, value: Any) -> tuple[PkiEntry, ...]:

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,28 @@ class Session:
         # The RCONNECT mirrors the request: framed when the CONNECT came with its NSDU prefix.
         start = self.logon_length
         return self.replay[start + 2 : start + 4] == self.replay[start : start + 2]
+
+
+async def guarded(conn: Connection, leg: Leg, work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run one connection's work; on shutdown or on a bug, close both sides and say why.
+
+    A bug must not take the process down: it is logged and only this connection is closed.
+    """
+    try:
+        return await work
+    except asyncio.CancelledError:
+        _abort(conn, leg)
+        raise
+    except Exception as exc:
+        logs.event("internal_error", logging.ERROR, conn=conn.id, error=f"{type(exc).__name__}: {exc}")
+        _abort(conn, leg)
+        return {"decision": "closed", "reason": "internal_error"}
+
+
+def _abort(conn: Connection, leg: Leg) -> None:
+    leg.abort()
+    if conn.backend is not None:
+        conn.backend.abort()
 
 
 def snapshot_partner_counters(runtime: Runtime, partner_id: str | None) -> Counters | None:
@@ -138,21 +161,9 @@ class InboundListener:
     async def _handle(
         self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, counters: Counters
     ) -> None:
-        outcome: dict[str, Any] = {"decision": "reject"}
+        outcome: dict[str, Any] = {"decision": "closed", "reason": "shutdown"}  # kept if cancelled
         try:
-            outcome = await self._run(conn, leg, plan, snapshot, counters)
-        except asyncio.CancelledError:
-            outcome = {"decision": "closed", "reason": "shutdown"}
-            leg.abort()
-            if conn.backend is not None:
-                conn.backend.abort()
-            raise
-        except Exception as exc:  # a bug must not take the process down: log it, close this one
-            logs.event("internal_error", logging.ERROR, conn=conn.id, error=f"{type(exc).__name__}: {exc}")
-            outcome = {"decision": "closed", "reason": "internal_error"}
-            leg.abort()
-            if conn.backend is not None:
-                conn.backend.abort()
+            outcome = await guarded(conn, leg, self._run(conn, leg, plan, snapshot, counters))
         finally:
             counters.active -= 1
             counters.bytes_up += leg.bytes_in

@@ -20,7 +20,7 @@ from ..policy.checks import decide, profile_steps
 from ..snapshot import OutboundPlan
 from ..stats import Counters
 from ..tls.engine import TlsEndpoint, TlsError
-from .inbound import Connection, _peer_text, next_connection_id
+from .inbound import Connection, _peer_text, guarded, next_connection_id
 from .relay import Leg, Relay
 
 if TYPE_CHECKING:
@@ -62,22 +62,9 @@ class OutboundListener:
         runtime.spawn(self._handle(conn, leg, plan, counters), conn)
 
     async def _handle(self, conn: Connection, leg: Leg, plan: OutboundPlan, counters: Counters) -> None:
-        outcome: dict[str, Any] = {"decision": "reject"}
-        remote: Leg | None = None
+        outcome: dict[str, Any] = {"decision": "closed", "reason": "shutdown"}  # kept if cancelled
         try:
-            outcome, remote = await self._run(conn, leg, plan, counters)
-        except asyncio.CancelledError:
-            outcome = {"decision": "closed", "reason": "shutdown"}
-            leg.abort()
-            if conn.backend is not None:
-                conn.backend.abort()
-            raise
-        except Exception as exc:  # a bug must not take the process down
-            logs.event("internal_error", logging.ERROR, conn=conn.id, error=f"{type(exc).__name__}: {exc}")
-            outcome = {"decision": "closed", "reason": "internal_error"}
-            leg.abort()
-            if conn.backend is not None:
-                conn.backend.abort()
+            outcome = await guarded(conn, leg, self._run(conn, leg, plan, counters))
         finally:
             counters.active -= 1
             counters.bytes_up += leg.bytes_in
@@ -91,7 +78,7 @@ class OutboundListener:
                 "close",
                 logging.INFO if outcome.get("decision") == "accept" else logging.WARNING,
                 conn=conn.id, direction="out", outbound=self.outbound_id, peer=conn.peer, partner=plan.partner.id,
-                remote=remote.name if remote else None,
+                remote=conn.backend.name if conn.backend else None,
                 subject=server.subject if server else None, issuer=server.issuer if server else None,
                 serial=server.serial_hex if server else None, verified=facts.verified if facts else None,
                 tls_version=facts.tls_version if facts else None, cipher=facts.cipher_name if facts else None,
@@ -115,15 +102,13 @@ class OutboundListener:
                 )
         return None, "; ".join(failures)
 
-    async def _run(
-        self, conn: Connection, leg: Leg, plan: OutboundPlan, counters: Counters
-    ) -> tuple[dict[str, Any], Leg | None]:
+    async def _run(self, conn: Connection, leg: Leg, plan: OutboundPlan, counters: Counters) -> dict[str, Any]:
         limits = self.runtime.snapshot.config.limits
         remote, where = await self._dial(plan, limits.connect_timeout)
         if remote is None:
             counters.errors["partner_unreachable"] += 1
             leg.close()
-            return {"decision": "error", "reason": "partner_unreachable", "detail": where}, None
+            return {"decision": "error", "reason": "partner_unreachable", "detail": where}
         conn.backend = remote
         profile = plan.profile
         assert profile.context is not None
@@ -136,12 +121,12 @@ class OutboundListener:
             counters.handshake_failures["timeout"] += 1
             remote.abort()
             leg.close()
-            return {"decision": "reject", "reason": "handshake_timeout", "detail": where}, remote
+            return {"decision": "reject", "reason": "handshake_timeout", "detail": where}
         except TlsError as exc:
             counters.handshake_failures[exc.kind] += 1
             remote.abort()
             leg.close()
-            return {"decision": "reject", "reason": f"handshake_{exc.kind}", "detail": str(exc)}, remote
+            return {"decision": "reject", "reason": f"handshake_{exc.kind}", "detail": str(exc)}
         conn.facts = facts
         if not facts.verified:
             logs.event(
@@ -156,11 +141,11 @@ class OutboundListener:
             remote.close()
             leg.close()
             return {"decision": "reject", "reason": decision.reason.value, "detail": decision.detail,
-                    "rule": decision.rule_ref}, remote  # fmt: skip
+                    "rule": decision.rule_ref}  # fmt: skip
         counters.accepted += 1
         self.runtime.stats.partner(plan.partner.id).accepted += 1
         relay = conn.relay = Relay(leg, remote, limits.idle_timeout)
         relay.start()
         await relay.wait()
         reason = "idle_timeout" if relay.timed_out else ("reset" if leg.error or remote.error else "eof")
-        return {"decision": "accept", "reason": reason, "detail": leg.error or remote.error}, remote
+        return {"decision": "accept", "reason": reason, "detail": leg.error or remote.error}
