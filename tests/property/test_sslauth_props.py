@@ -108,3 +108,47 @@ def test_evaluation_never_raises(rules: RuleSet, peer: PeerCert | None, now: dat
         assert any(statement.line == line for statement in parsed.statements)
     if not result.allowed:
         assert result.user is None
+
+
+# ---- the statement index decides exactly as a first-to-last scan ---------------------------------
+
+_VALUES = st.sampled_from(["A", "AB", "B", "PARIS"])
+_INDEX_NAMES = st.lists(
+    st.builds(NameCriterion, st.sampled_from(["CN", "OU", "O"]), _VALUES, st.booleans()),
+    max_size=3,
+    unique_by=lambda criterion: criterion.attribute,
+)
+_INDEX_STATEMENTS = st.lists(
+    st.builds(
+        Statement,
+        action=st.sampled_from(["ACCEPT", "REVOKE"]),
+        names=_INDEX_NAMES.map(tuple),
+        serial=st.one_of(st.none(), st.sampled_from([1, 2])),
+    ),
+    max_size=12,
+)
+_CERTS = st.builds(
+    lambda cn, ou, second_ou, serial: make_peer(
+        [(NameOID.COMMON_NAME, cn), (NameOID.ORGANIZATIONAL_UNIT_NAME, ou),
+         (NameOID.ORGANIZATIONAL_UNIT_NAME, second_ou)],
+        serial,
+    ),
+    _VALUES, _VALUES, _VALUES, st.sampled_from([1, 2, 3]),
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(_INDEX_STATEMENTS, _CERTS)
+def test_indexed_evaluation_equals_a_linear_scan(statements: list[Statement], cert: PeerCert) -> None:
+    rules = RuleSet("f.txt", tuple(Statement(**{**_fields(s), "line": i + 1}) for i, s in enumerate(statements)))
+    first_hit = next((s for s in rules.statements if s.hits(cert)), None)
+    result = rules.evaluate(cert, datetime(2026, 1, 1, 12, 0))
+    if first_hit is None:
+        assert result.allowed and result.rule_ref is None
+    else:
+        assert result.rule_ref == f"f.txt:{first_hit.line}"
+        assert result.allowed == (first_hit.action == "ACCEPT")
+
+
+def _fields(statement: Statement) -> dict[str, object]:
+    return {name: getattr(statement, name) for name in Statement.__dataclass_fields__}
