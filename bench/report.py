@@ -146,6 +146,21 @@ def markdown(doc: dict[str, Any]) -> str:
                 if _med(results, case, p, "util_proxy") is not None
             )
         out.append(f"| {label} | " + " | ".join(cells) + f" | {utils} |")
+    contended = sorted(
+        f"{case}/{peer} ({entry['contended_runs']})"
+        for case, by_peer in results.items()
+        for peer, entry in by_peer.items()
+        if entry.get("contended_runs")
+    )
+    out.append(
+        f"\nWindows in which other processes took more than 15 % of a core we used were measured again "
+        f"(at most twice each; {doc.get('retries_used', 0)} re-measurements in this run). "
+        + (
+            f"Still contended after that, median includes them: {', '.join(contended)}."
+            if contended
+            else "Every kept window was clean."
+        )
+    )
     out.append("")
 
     if doc.get("bar"):

@@ -143,7 +143,46 @@ def running(peer: peers.Peer, cpus: set[int] | None) -> Iterator[peers.Peer]:
         peer.stop()
 
 
-def load(
+FOREIGN_LIMIT = 0.15  # share of a core used by processes other than ours during a window
+RETRIES_PER_MEASUREMENT = 2
+RETRY_BUDGET = {"total": 30, "left": 30}  # per run (quick: 6): a busy machine cannot stretch it without bound
+
+
+def foreign_cpu(result: dict[str, Any], pinned: bool) -> float | None:
+    """CPU (in cores) that other processes took during the window: on the proxy's core and on the
+    load core when pinned (the larger of the two), or over the whole machine when unpinned."""
+    util, cores = result.get("util"), result.get("cores_busy")
+    if not isinstance(util, dict) or not cores:
+        return None
+    load_side = util["client"] + util["backend"]
+    if pinned and len(cores) > max(PROXY_CPU, LOAD_CPU):
+        return round(max(cores[PROXY_CPU] - util["proxy"], cores[LOAD_CPU] - load_side, 0.0), 3)
+    return round(max(sum(cores) - util["proxy"] - load_side, 0.0), 3)
+
+
+def load(scenario: str, port: int, pki: Path, *, pinned: bool, **kwargs: Any) -> dict[str, Any]:
+    """One measurement, repeated (at most twice, within a run-wide budget) when other processes took
+    more than FOREIGN_LIMIT of a core we use; the cleanest window is kept and the attempts recorded."""
+    attempts: list[dict[str, Any]] = []
+    while True:
+        result = load_once(scenario, port, pki, pinned=pinned, **kwargs)
+        foreign = foreign_cpu(result, pinned)
+        result["foreign_cpu"] = foreign
+        attempts.append(result)
+        if foreign is None or foreign <= FOREIGN_LIMIT:
+            break
+        if len(attempts) > RETRIES_PER_MEASUREMENT or RETRY_BUDGET["left"] <= 0:
+            break
+        RETRY_BUDGET["left"] -= 1
+        time.sleep(1.0)
+    best = min(attempts, key=lambda r: r["foreign_cpu"] if r.get("foreign_cpu") is not None else 9.0)
+    best["attempts"] = len(attempts)
+    best["foreign_cpu_attempts"] = [r.get("foreign_cpu") for r in attempts]
+    best["contended"] = best.get("foreign_cpu") is not None and best["foreign_cpu"] > FOREIGN_LIMIT
+    return best
+
+
+def load_once(
     scenario: str,
     port: int,
     pki: Path,
@@ -243,6 +282,8 @@ def _summary(result: dict[str, Any]) -> str:
         f"{util.get('client', 0):.2f} backend {util.get('backend', 0):.2f} cores {result.get('cores_busy')} "
         f"-> {result.get('limit', '')}"
     )
+    if result.get("attempts", 1) > 1 or result.get("contended"):
+        tail += f"  [foreign {result.get('foreign_cpu_attempts')}{' CONTENDED' if result.get('contended') else ''}]"
     if "handshakes" in result:
         return (
             f"{result['rate']:8.1f}/s  {result['per_proxy_cpu_s'] or 0:8.1f}/proxy-cpu-s  connect p50 "
@@ -603,6 +644,8 @@ def aggregate(raw: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]
                     "n": len(values),
                 }
         entry["limit"] = sorted({r.get("limit", "?") for r in good})
+        entry["contended_runs"] = sum(1 for r in good if r.get("contended"))
+        entry["retries"] = sum(r.get("attempts", 1) - 1 for r in good)
         errors = sum(int(r.get("errors", 0) or 0) + int(r.get("open_errors", 0) or 0) for r in good)
         entry["errors"] = errors
         if case == "scale" and good:
@@ -695,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         print("needs at least 2 CPUs (proxy on CPU 0, load on CPU 1)", file=sys.stderr)
         return 2
     os.sched_setaffinity(0, {LOAD_CPU})  # the orchestrator stays off the proxy's core
+    RETRY_BUDGET["total"] = RETRY_BUDGET["left"] = 6 if settings.quick else 30
     if not args.no_install:
         peers.ensure_installed()
     started = time.monotonic()
@@ -746,6 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     meta["loadavg_end"] = procstat.loadavg()
+    meta["retries_used"] = RETRY_BUDGET["total"] - RETRY_BUDGET["left"]
     meta["duration_s"] = round(time.monotonic() - started, 1)
     table = aggregate(rec.raw)
     document = {**meta, "results": table, "bar": bar_checks(table, settings), "raw": rec.raw}
