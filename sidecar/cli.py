@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -102,7 +103,26 @@ def _check(config_path: Path) -> int:
     return EXIT_OK
 
 
+def _no_tickets_unless_wanted(config_path: Path) -> None:
+    """Stop TLS 1.3 session tickets process-wide when no profile wants them (see no-tickets.cnf).
+
+    Must run before the TLS library is first used: OpenSSL reads its configuration file once. An
+    operator's own OPENSSL_CONF always wins.
+    """
+    if "OPENSSL_CONF" in os.environ:
+        return
+    from .config import load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        return  # reported in full by load_snapshot
+    if not any(profile.session_tickets for profile in config.profiles):
+        os.environ["OPENSSL_CONF"] = str(Path(__file__).with_name("tls") / "no-tickets.cnf")
+
+
 def _run(config_path: Path) -> int:
+    _no_tickets_unless_wanted(config_path)
     from .snapshot import load_snapshot
 
     logs.configure()

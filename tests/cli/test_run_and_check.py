@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from ..support.env import Pki, base_config
@@ -135,3 +139,49 @@ def test_run_exits_1_when_the_port_is_taken(pki: Pki, tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 1
     assert any(json.loads(line).get("event") == "start_failed" for line in result.stderr.splitlines())
+
+
+def _tls13_ticket_received(pki: Pki, port: int) -> bool:
+    context = pki.client_context(pki.client, tls=(ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3), stem="tk")
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"x")
+        tls.recv(1)  # tickets arrive after the handshake, before the echo
+        session = tls.session
+        return bool(session is not None and session.has_ticket)
+
+
+@pytest.mark.parametrize("tickets", [False, True])
+def test_run_sends_tls13_tickets_only_when_a_profile_wants_them(tickets: bool, pki: Pki, tmp_path: Path) -> None:
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen()
+    config = base_config(pki, echo.getsockname()[1])
+    config["profiles"][0]["session_tickets"] = tickets
+    env = {key: value for key, value in os.environ.items() if key != "OPENSSL_CONF"}
+    process = subprocess.Popen([*SIDECAR, "run", "-c", str(_write(tmp_path, config))],
+                               stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        ready = _wait_ready(process)
+        port = int(ready["listeners"]["PESITSSL"].rsplit(":", 1)[1])
+
+        def serve_one() -> None:
+            connection, _ = echo.accept()
+            with connection:
+                connection.sendall(connection.recv(1))
+
+        server = threading.Thread(target=serve_one, daemon=True)
+        server.start()
+        assert _tls13_ticket_received(pki, port) is tickets
+        server.join(5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        echo.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
