@@ -43,6 +43,3 @@ class Decision:
     @staticmethod
     def deny(reason: Reason, detail: str, rule_ref: str | None = None) -> Decision:
         return Decision(False, reason, detail, rule_ref)
-
-
-ALLOW = Decision(True)

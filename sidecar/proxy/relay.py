@@ -147,16 +147,12 @@ class Leg(asyncio.BufferedProtocol):
         """Run TLS on this leg from now on; `initial` = ciphertext already read (sniffed bytes)."""
         self.tls = tls
         self.handshake = asyncio.get_running_loop().create_future()
-        if not tls.handshake_done and not initial and not self._server_side(tls):
+        if not tls.handshake_done and not initial and not tls.server_side:
             tls.do_handshake()  # client side speaks first
             self._flush_tls()
         if initial:
             self._on_bytes(memoryview(initial))
         return self.handshake
-
-    @staticmethod
-    def _server_side(tls: TlsEndpoint) -> bool:
-        return tls._server
 
     def _flush_tls(self) -> None:
         assert self.tls is not None
@@ -336,8 +332,3 @@ class Relay:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-
-    def shutdown(self) -> None:
-        """Drain timeout reached: close both sides now."""
-        self.client.abort()
-        self.server.abort()

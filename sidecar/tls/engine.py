@@ -183,6 +183,10 @@ class TlsEndpoint:
             self._conn.shutdown()
 
     @property
+    def server_side(self) -> bool:
+        return self._server
+
+    @property
     def close_notify_received(self) -> bool:
         return bool(_lib.SSL_get_shutdown(self._ssl) & _RECEIVED_SHUTDOWN)
 
