@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
@@ -124,31 +124,50 @@ class TlsEndpoint:
         """The handshake's outcome as one value. Call once, after `do_handshake` returned True."""
         cipher_name = self._conn.get_cipher_name() or ""
         suite = catalog().lookup(cipher_name)
-        peer_cert = self._conn.get_peer_certificate(as_cryptography=True)
-        peer = PeerCert.from_x509(peer_cert) if peer_cert is not None else None
-        chain = (
-            self._conn.get_verified_chain(as_cryptography=True) if peer is not None and not self.verify_errors else None
-        )
+        # DER straight from OpenSSL's X509, parsed through the cache; no cryptography object per handshake.
+        x509_cert = self._conn.get_peer_certificate()
+        peer = PeerCert.cached(crypto.dump_certificate(crypto.FILETYPE_ASN1, x509_cert)) if x509_cert else None
+        chain_length = self._verified_chain_length() if peer is not None and not self.verify_errors else 0
         return TlsFacts(
             tls_version=self._conn.get_protocol_version_name(),
             cipher_name=cipher_name,
             cipher_code=suite.code if suite else -1,
             peer=peer,
-            verified=peer is not None and chain is not None and not self.verify_errors,
+            verified=peer is not None and chain_length > 0 and not self.verify_errors,
             verify_errors=tuple(self.verify_errors),
-            chain_length=len(chain) if chain else 0,
+            chain_length=chain_length,
             client_cert_requested=self._client_cert_requested,
         )
 
+    def _verified_chain_length(self) -> int:
+        """Certificates in the chain OpenSSL verified (anchor included); 0 when it verified none.
+
+        Counted on OpenSSL's own stack: converting each certificate, as `get_verified_chain` does,
+        would cost more than the count is worth.
+        """
+        chain = _lib.SSL_get0_verified_chain(self._ssl)
+        return 0 if chain == _ffi.NULL else int(_lib.sk_X509_num(chain))
+
     # ---- plaintext side --------------------------------------------------------------------
     def read(self) -> ReadResult:
-        """All plaintext that the received ciphertext decrypts to."""
+        """All plaintext that the received ciphertext decrypts to.
+
+        `SSL_read` returns one TLS record (at most 16 KiB) per call; the records of one socket read
+        are decrypted side by side into the 64 KiB buffer and leave as one chunk, so the other leg
+        makes one `send()` for them instead of one per record.
+        """
         chunks: list[bytes] = []
+        filled = 0
         while True:
-            n = _lib.SSL_read(self._ssl, _read_buffer, READ_CHUNK)
+            n = _lib.SSL_read(self._ssl, _read_buffer + filled, READ_CHUNK - filled)
             if n > 0:
-                chunks.append(_ffi.buffer(_read_buffer, n)[:])
+                filled += n
+                if filled == READ_CHUNK:
+                    chunks.append(_ffi.buffer(_read_buffer, filled)[:])
+                    filled = 0
                 continue
+            if filled:
+                chunks.append(_ffi.buffer(_read_buffer, filled)[:])
             error = _lib.SSL_get_error(self._ssl, n)
             if error == _WANT_READ:
                 return ReadResult(chunks, False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -105,6 +106,17 @@ class PeerCert:
     def from_der(cls, der: bytes) -> PeerCert:
         return cls.from_x509(x509.load_der_x509_certificate(der))
 
+    @staticmethod
+    def cached(der: bytes) -> PeerCert:
+        """`from_der` through a bounded cache keyed by the whole DER.
+
+        Partners reconnect with the same certificate all day; parsing one is most of the Python
+        cost of a handshake (names and extensions become Python objects). The key is the exact
+        encoding and the value is immutable, so a hit is the same answer a fresh parse gives;
+        verification is not cached: OpenSSL verifies every chain on every handshake.
+        """
+        return _cached_peer_cert(der)
+
     @classmethod
     def from_x509(cls, cert: x509.Certificate) -> PeerCert:
         subject_rdns = name_rdns(cert.subject)
@@ -150,6 +162,14 @@ class PeerCert:
     @property
     def serial_hex(self) -> str:
         return format(self.serial, "X")
+
+
+PEER_CERT_CACHE_SIZE = 1024  # distinct peer certificates kept parsed (a few KB each)
+
+
+@lru_cache(maxsize=PEER_CERT_CACHE_SIZE)
+def _cached_peer_cert(der: bytes) -> PeerCert:
+    return PeerCert.from_der(der)
 
 
 @dataclass(frozen=True, slots=True)
