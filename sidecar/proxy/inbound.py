@@ -56,6 +56,7 @@ async def guarded(conn: Connection, leg: Leg, work: Coroutine[Any, Any, dict[str
     """Run one connection's work; on shutdown or on a bug, close both sides and say why.
 
     A bug must not take the process down: it is logged and only this connection is closed.
+    Either way the legs are released at the end (see `Leg.release`).
     """
     try:
         return await work
@@ -66,6 +67,10 @@ async def guarded(conn: Connection, leg: Leg, work: Coroutine[Any, Any, dict[str
         logs.event("internal_error", logging.ERROR, conn=conn.id, error=f"{type(exc).__name__}: {exc}")
         _abort(conn, leg)
         return {"decision": "closed", "reason": "internal_error"}
+    finally:
+        leg.release()
+        if conn.backend is not None:
+            conn.backend.release()
 
 
 def _abort(conn: Connection, leg: Leg) -> None:

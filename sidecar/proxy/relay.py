@@ -51,7 +51,7 @@ class Leg(asyncio.BufferedProtocol):
         self.eof_sent = False
         self.unclean_eof = False  # TLS: TCP FIN without close_notify
         self.error: str | None = None  # why the leg failed (TLS error, reset)
-        self.tls_failure: TlsError | None = None
+        self.handshake_failed = False
         self.bytes_in = 0  # plaintext bytes received from this leg's socket
         self.bytes_out = 0  # plaintext bytes sent to it
         self.last_activity = 0.0
@@ -93,8 +93,7 @@ class Leg(asyncio.BufferedProtocol):
                 self._flush_tls()
                 if not done:
                     return
-                assert self.handshake is not None
-                if not self.handshake.done():
+                if self.handshake is not None and not self.handshake.done():
                     self.handshake.set_result(self.tls.facts())
             result = self.tls.read()
         except TlsError as exc:
@@ -161,9 +160,9 @@ class Leg(asyncio.BufferedProtocol):
             self.transport.write(output)
 
     def _fail_handshake(self, exc: TlsError) -> None:
-        if self.tls_failure is not None:
+        if self.handshake_failed:
             return
-        self.tls_failure = exc
+        self.handshake_failed = True
         if self.handshake is not None and not self.handshake.done():
             self.handshake.set_exception(exc)
             self.handshake.exception()  # retrieved here: the handler may already be gone
@@ -261,6 +260,19 @@ class Leg(asyncio.BufferedProtocol):
         if self.peer is not None:
             self.peer.abort()
 
+    def release(self) -> None:
+        """The connection's handler is done with this leg: drop what ties it into reference cycles.
+
+        `peer` and `on_activity` join the two legs and the relay; a failed handshake's future holds
+        a TlsError whose traceback holds this leg. Released, a finished connection (its SSL object
+        and buffers included) is freed at once by reference counting instead of waiting for the
+        cyclic garbage collector. Counters stay readable.
+        """
+        self.handshake = None
+        self.peer = None
+        self.on_activity = None
+        self.on_connection_made = None
+
     # ---- waiting (used before relaying) ------------------------------------------------------
     def _wake(self) -> None:
         waiter = self._waiter
@@ -332,3 +344,4 @@ class Relay:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+                self._timer = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import os
 import ssl
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.proxy.relay import Leg, Relay
+
 from ..conftest import LogCapture
 from ..support.env import EchoBackend, Pki, Sidecar, base_config, tls_exchange
+from ..support.pki import issue
 
 VERSIONS = {
     "tls1.2": (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2),
@@ -84,4 +88,38 @@ async def test_50_mib_both_ways_with_integrity(version: str, pki: Pki, backend: 
         assert sent == received
         assert len(backend.connections[0]) == 50 * 1024 * 1024
     finally:
+        await sidecar.stop()
+
+
+def _live(kind: type) -> int:
+    """Instances of `kind` the interpreter still tracks, reachable or not (garbage cycles included)."""
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, kind))
+
+
+async def test_finished_connections_are_freed_without_the_cycle_collector(
+    pki: Pki, backend: EchoBackend, workdir: Path
+) -> None:
+    """Legs, relay and TLS state go as soon as a connection ends — relayed, refused by policy or
+    failed in the handshake — not at some later garbage collection: under connection churn that is
+    memory returned at once and no collector pauses."""
+    config = base_config(pki, backend.port)
+    config["profiles"][0]["dnuser"] = "CN=PARIS"
+    sidecar = Sidecar(workdir, config)
+    runtime = await sidecar.start()
+    other = issue(pki.root, "/C=US/O=ACME/OU=Lyon/CN=LYON")
+    gc.collect()
+    gc.disable()
+    try:
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client), b"ping") == b"ping"
+        assert await tls_exchange(sidecar.port(), pki.client_context(other, stem="lyon"), b"ping") is None
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.stranger, stem="stranger")) is None
+        for _ in range(200):
+            if not runtime.connections:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # each connection's task ends just after it leaves the table
+        assert not runtime.connections
+        assert (_live(Leg), _live(Relay)) == (0, 0)
+    finally:
+        gc.enable()
         await sidecar.stop()
