@@ -9,7 +9,7 @@ Once `Relay.start` joins two legs, each leg passes what it reads straight to the
 `send`, inside the transport callback: no task, no queue, no copy beyond the one out of the read
 buffer.
 
-Reads go into one 64 KiB buffer shared by every leg of the process (callbacks run one at a time
+Reads go into one 256 KiB buffer shared by every leg of the process (callbacks run one at a time
 and the data is consumed before the callback returns), so an idle connection costs no buffer.
 
 Back-pressure: when a leg's transport has too much to write (`pause_writing`), the other leg stops
