@@ -79,7 +79,10 @@ class Leg(asyncio.BufferedProtocol):
 
     def _on_bytes(self, data: memoryview) -> None:
         if self.tls is None:
-            self._deliver(bytes(data))
+            peer = self.peer
+            # A TLS peer encrypts the bytes before `send` returns: no copy needed. Anything else
+            # (held, or a plaintext transport that may keep a view) gets its own copy.
+            self._deliver(data if peer is not None and peer.tls is not None else bytes(data))
             return
         if not self._first_bytes_seen:
             self._first_bytes_seen = True
@@ -169,7 +172,7 @@ class Leg(asyncio.BufferedProtocol):
         self.abort()
 
     # ---- data ---------------------------------------------------------------------------------
-    def _deliver(self, chunk: bytes) -> None:
+    def _deliver(self, chunk: bytes | memoryview) -> None:
         self.bytes_in += len(chunk)
         if self.on_activity is not None:
             self.on_activity()

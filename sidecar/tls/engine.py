@@ -7,8 +7,10 @@ from uvloop transports.
 Hot path. pyOpenSSL's `recv`/`bio_read` allocate a fresh buffer of the requested size per call and
 signal "nothing more" by raising `WantReadError`; on small messages that glue costs more than the
 cryptography. So the data path calls `SSL_read`, `SSL_write`, `BIO_read` and `BIO_write` through
-the same cffi binding pyOpenSSL uses, with buffers allocated once, and looks at the return value
-instead of catching an exception. Errors still go through pyOpenSSL (`_raise_ssl_error`) so they
+the same cffi binding pyOpenSSL uses, into process-wide scratch buffers, and looks at the return
+value instead of catching an exception. Small results are copied out of the scratch buffer; a large
+one (bulk transfer) is the scratch buffer itself, handed to the caller and replaced, which saves a
+copy of every byte. Errors still go through pyOpenSSL (`_raise_ssl_error`) so they
 keep its exception types and messages. The handshake uses the public API (once per connection).
 """
 
@@ -31,8 +33,33 @@ READ_CHUNK = 256 * 1024
 _OUTPUT_CHUNK = READ_CHUNK + 64 * 1024  # one read's plaintext as records: 16 KiB each + headers and tags
 # One pair of scratch buffers for the whole process: the event loop runs one callback at a time
 # and every use below copies out of them before returning.
-_read_buffer = _ffi.new("char[]", READ_CHUNK)
-_output_buffer = _ffi.new("char[]", _OUTPUT_CHUNK)
+_allocate = _ffi.new_allocator(should_clear_after_alloc=False)  # every byte is written before it is read
+# Below this size copying a result out of a scratch buffer is cheaper than a fresh buffer; above it
+# the scratch buffer itself is handed over (it becomes the caller's) and a new one takes its place.
+HANDOVER_MIN = 64 * 1024
+
+
+class _Scratch:
+    """A process-wide buffer that `take` either copies out of or gives away."""
+
+    __slots__ = ("buffer", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.buffer = _allocate("char[]", size)
+
+    def take(self, length: int) -> bytes | memoryview:
+        if length < HANDOVER_MIN:
+            copied: bytes = _ffi.buffer(self.buffer, length)[:]
+            return copied
+        given = self.buffer
+        self.buffer = _allocate("char[]", self.size)
+        # Nobody writes into `given` again: a transport may keep a view of it as long as it likes.
+        return memoryview(_ffi.buffer(given, length))
+
+
+_plaintext = _Scratch(READ_CHUNK)
+_ciphertext = _Scratch(_OUTPUT_CHUNK)
 
 _WANT_READ = _lib.SSL_ERROR_WANT_READ
 _ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
@@ -52,7 +79,7 @@ class TlsError(Exception):
 
 @dataclass(slots=True)
 class ReadResult:
-    chunks: list[bytes]
+    chunks: list[bytes | memoryview]  # each one the caller's to keep
     eof: bool  # close_notify received: the peer will send no more
 
 
@@ -93,17 +120,17 @@ class TlsEndpoint:
         if _lib.BIO_write(self._into, _ffi.from_buffer(data), len(data)) != len(data):
             raise TlsError("cannot buffer incoming TLS data")
 
-    def take_output(self) -> bytes:
+    def take_output(self) -> bytes | memoryview:
         """Ciphertext to send to the network (b"" when there is none)."""
-        n = _lib.BIO_read(self._from, _output_buffer, _OUTPUT_CHUNK)
+        n = _lib.BIO_read(self._from, _ciphertext.buffer, _OUTPUT_CHUNK)
         if n <= 0:
             return b""
-        first: bytes = _ffi.buffer(_output_buffer, n)[:]
+        first = _ciphertext.take(n)
         if n < _OUTPUT_CHUNK:
             return first
-        parts = [first]
-        while (n := _lib.BIO_read(self._from, _output_buffer, _OUTPUT_CHUNK)) > 0:
-            parts.append(_ffi.buffer(_output_buffer, n)[:])
+        parts = [bytes(first)]
+        while (n := _lib.BIO_read(self._from, _ciphertext.buffer, _OUTPUT_CHUNK)) > 0:
+            parts.append(_ffi.buffer(_ciphertext.buffer, n)[:])
         return b"".join(parts)
 
     # ---- handshake -------------------------------------------------------------------------
@@ -159,18 +186,18 @@ class TlsEndpoint:
         are decrypted side by side into the read buffer and leave as one chunk, so the other leg
         makes one `send()` for them instead of one per record.
         """
-        chunks: list[bytes] = []
+        chunks: list[bytes | memoryview] = []
         filled = 0
         while True:
-            n = _lib.SSL_read(self._ssl, _read_buffer + filled, READ_CHUNK - filled)
+            n = _lib.SSL_read(self._ssl, _plaintext.buffer + filled, READ_CHUNK - filled)
             if n > 0:
                 filled += n
                 if filled == READ_CHUNK:
-                    chunks.append(_ffi.buffer(_read_buffer, filled)[:])
+                    chunks.append(_plaintext.take(filled))
                     filled = 0
                 continue
             if filled:
-                chunks.append(_ffi.buffer(_read_buffer, filled)[:])
+                chunks.append(_plaintext.take(filled))
             error = _lib.SSL_get_error(self._ssl, n)
             if error == _WANT_READ:
                 return ReadResult(chunks, False)

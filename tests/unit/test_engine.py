@@ -90,6 +90,21 @@ def test_plaintext_larger_than_the_buffer_comes_out_whole_in_buffer_sized_chunks
     assert [len(chunk) for chunk in chunks] == [READ_CHUNK, READ_CHUNK, READ_CHUNK // 2]
 
 
+def test_large_results_stay_intact_after_later_reads(pki: Pki, tmp_path: Path, context: Any) -> None:
+    """Large results are handed over without a copy: a later read must never write into them."""
+    pair = Pair(pki, context, pki.client, tmp_path)
+    pair.handshake()
+    first_payload, second_payload = b"A" * (READ_CHUNK + 1000), b"B" * (READ_CHUNK + 1000)
+    pair.client_sends(first_payload)
+    first = pair.server.read().chunks
+    pair.client_sends(second_payload)
+    second = pair.server.read().chunks
+    pair.server.write(b"C" * READ_CHUNK)
+    pair.server.take_output()
+    assert b"".join(first) == first_payload
+    assert b"".join(second) == second_payload
+
+
 def test_data_then_close_notify_in_one_read(pki: Pki, tmp_path: Path, context: Any) -> None:
     pair = Pair(pki, context, pki.client, tmp_path)
     pair.handshake()
