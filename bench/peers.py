@@ -80,11 +80,12 @@ ALL_CPUS = set(range(os.cpu_count() or 1))
 FD_HARD_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 HAPROXY_MAXCONN = min(MAX_CONNECTIONS * 3, (FD_HARD_LIMIT - 40) // 2) if FD_HARD_LIMIT > 0 else MAX_CONNECTIONS * 3
 
-# The full-policy scenario. PeSIT identification is not implemented in sidecar yet (`identify: pesit`
-# is refused at load); when it is, set this to "pesit": the config then gets `identify: pesit` and a
-# PARIS partner, and the load client sends a framed PeSIT CONNECT as its first message.
-POLICY_IDENTIFY = "none"
+# The full-policy scenario: `identify: pesit` with a partner table (CFTPART) of PARTNERS entries, the
+# client's PARIS among them; the load client sends a framed PeSIT CONNECT as its first message and
+# the backend echoes it. "none" measures the certificate checks alone.
+POLICY_IDENTIFY = "pesit"
 SSLAUTH_STATEMENTS = 1000
+PARTNERS = 1000
 
 
 # "default": each peer as shipped (sidecar: `session_tickets: false` is its default).
@@ -295,7 +296,9 @@ class Sidecar(Peer):
             listener["sslauth"] = str(write_sslauth(self.workdir / "sslauth.txt"))
             if POLICY_IDENTIFY == "pesit":
                 listener["identify"] = "pesit"
-                config["partners"] = [{"id": "PARIS", "nrpart": "PARIS"}]
+                config["partners"] = [{"id": f"PART{i:04d}"} for i in range(PARTNERS - 1)] + [
+                    {"id": "PARIS", "nrpart": "PARIS"}
+                ]
         return config
 
     def write_config(self) -> None:

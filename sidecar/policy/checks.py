@@ -81,9 +81,8 @@ def _step_dn(name: str, pattern: DnPattern | None, dn: str | None, path: str) ->
         return CheckStep(name, "skip", "not configured")
     if dn is None:
         return CheckStep(name, "fail", "no verified certificate to check", ref)
-    if pattern.matches(dn):
-        return CheckStep(name, "pass", f"{dn}: {pattern.explain(dn)}", ref)
-    return CheckStep(name, "fail", f"{dn}: {pattern.explain(dn)}", ref)
+    matched, explanation = pattern.verdict(dn)
+    return CheckStep(name, "pass" if matched else "fail", f"{dn}: {explanation}", ref)
 
 
 def keyext_problem(cert: PeerCert, peer_role: Literal["client", "server"]) -> str | None:

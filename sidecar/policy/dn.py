@@ -101,6 +101,9 @@ class DnAlternative:
         return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
 
 
+VERDICTS_KEPT = 1024  # distinct DNs remembered per pattern
+
+
 @dataclass(frozen=True, slots=True)
 class DnPattern:
     """A compiled DNUSER/DNISSUER value: true when any alternative holds."""
@@ -109,9 +112,21 @@ class DnPattern:
     # The texts as configured, for messages; two patterns that test the same thing are equal
     # whatever their spelling, which is what makes render() round-trip.
     source: tuple[str, ...] = field(default=(), compare=False)
+    # verdict() per DN already seen: partners come back with the same certificate all day.
+    _verdicts: dict[str, tuple[bool, str]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def matches(self, dn_text: str) -> bool:
         return any(alternative.holds(dn_text) for alternative in self.alternatives)
+
+    def verdict(self, dn_text: str) -> tuple[bool, str]:
+        """(matches, explanation) for one DN, remembered for the DNs seen last (at most VERDICTS_KEPT)."""
+        known = self._verdicts.get(dn_text)
+        if known is None:
+            known = (self.matches(dn_text), self.explain(dn_text))
+            if len(self._verdicts) >= VERDICTS_KEPT:
+                self._verdicts.clear()
+            self._verdicts[dn_text] = known
+        return known
 
     def explain(self, dn_text: str) -> str:
         for number, alternative in enumerate(self.alternatives, start=1):

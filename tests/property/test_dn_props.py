@@ -74,3 +74,11 @@ def test_a_dn_holding_an_alternative_matches(pattern: DnPattern, index: int, fil
     dn_text = filler.join(term.text for term in alternative.terms if not term.negated)
     if all(term.text not in dn_text for term in alternative.terms if term.negated):
         assert pattern.matches(dn_text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(patterns, st.lists(st.text(max_size=30), min_size=1, max_size=6))
+def test_remembered_verdicts_are_the_computed_ones(pattern: DnPattern, dn_texts: list[str]) -> None:
+    """The per-DN memory never changes an answer, whatever the order DNs come in, repeats included."""
+    for dn_text in dn_texts + dn_texts[::-1]:
+        assert pattern.verdict(dn_text) == (pattern.matches(dn_text), pattern.explain(dn_text))

@@ -227,3 +227,18 @@ def test_explain(value: str | list[str], dn: str, explanation: str) -> None:
 )
 def test_normalize_operand(raw: str, normalised: str) -> None:
     assert normalize_operand(raw) == normalised
+
+
+def test_verdicts_are_remembered_per_dn_and_the_memory_is_bounded() -> None:
+    from sidecar.policy.dn import VERDICTS_KEPT
+
+    pattern = compile_dn_patterns(['("O=ACME" AND "OU=Paris")', "CN=LYON"])
+    assert pattern is not None
+    first = pattern.verdict("/C=US/O=ACME/OU=Paris/CN=PARIS")
+    assert first == (True, 'contains "O=ACME" and contains "OU=Paris" (alternative 1)')
+    assert pattern.verdict("/C=US/O=ACME/OU=Paris/CN=PARIS") is first  # remembered, not recomputed
+    assert pattern.verdict("/C=US/O=ACME/CN=LYON") == (True, 'contains "CN=LYON" (alternative 2)')
+    for number in range(VERDICTS_KEPT * 2):
+        assert pattern.verdict(f"/CN=other{number}")[0] is False
+    assert len(pattern._verdicts) <= VERDICTS_KEPT
+    assert pattern == compile_dn_patterns(['("O=ACME" AND "OU=Paris")', "CN=LYON"])  # memory is not identity
