@@ -135,9 +135,10 @@ class InboundListener:
         self.runtime = runtime
         self.listener_id = listener_id
         self.server: asyncio.Server | None = None
+        self.loop = asyncio.get_running_loop()
 
     def make_leg(self) -> Leg:
-        leg = Leg("client")
+        leg = Leg("client", self.loop)
         leg.on_connection_made = self._accepted
         return leg
 
@@ -207,11 +208,10 @@ class InboundListener:
 
         backend_address = listener.backend
         assert backend_address is not None
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(limits.connect_timeout):
-                _, backend = await loop.create_connection(
-                    lambda: Leg("backend"), backend_address.host, backend_address.port
+                _, backend = await self.loop.create_connection(
+                    lambda: Leg("backend", self.loop), backend_address.host, backend_address.port
                 )
                 conn.backend = backend
                 header = self._proxy_header(listener.proxy_protocol, conn, leg)

@@ -40,9 +40,10 @@ class OutboundListener:
         self.runtime = runtime
         self.outbound_id = outbound_id
         self.server: asyncio.Server | None = None
+        self.loop = asyncio.get_running_loop()
 
     def make_leg(self) -> Leg:
-        leg = Leg("local")
+        leg = Leg("local", self.loop)
         leg.on_connection_made = self._accepted
         return leg
 
@@ -87,14 +88,13 @@ class OutboundListener:
             )  # fmt: skip
 
     async def _dial(self, plan: OutboundPlan, limits_timeout: float) -> tuple[Leg, str] | tuple[None, str]:
-        loop = asyncio.get_running_loop()
         port = plan.partner.sap
         assert port is not None
         failures: list[str] = []
         for host in plan.partner.host:
             try:
                 async with asyncio.timeout(limits_timeout):
-                    _, remote = await loop.create_connection(partial(Leg, f"{host}:{port}"), host, port)
+                    _, remote = await self.loop.create_connection(partial(Leg, f"{host}:{port}", self.loop), host, port)
                 return remote, f"{host}:{port}"
             except (OSError, TimeoutError) as exc:
                 failures.append(

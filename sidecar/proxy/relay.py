@@ -41,8 +41,11 @@ TLS_RECORD_HANDSHAKE = 0x16
 class Leg(asyncio.BufferedProtocol):
     """One side of a proxied connection (client, backend or remote partner)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
         self.name = name
+        # The loop is handed in, not looked up: asyncio.get_running_loop() costs a getpid() system
+        # call per lookup on Python 3.11, and a connection would make a dozen of them.
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.tls: TlsEndpoint | None = None
         self.peer: Leg | None = None
@@ -54,8 +57,7 @@ class Leg(asyncio.BufferedProtocol):
         self.handshake_failed = False
         self.bytes_in = 0  # plaintext bytes received from this leg's socket
         self.bytes_out = 0  # plaintext bytes sent to it
-        self.last_activity = 0.0
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
         self.handshake: asyncio.Future[TlsFacts] | None = None
         self.on_connection_made: Callable[[Leg], None] | None = None
         self.on_activity: Callable[[], None] | None = None
@@ -67,7 +69,6 @@ class Leg(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without inheriting from it.
         self.transport = cast(asyncio.Transport, transport)
-        self.last_activity = asyncio.get_running_loop().time()
         if self.on_connection_made is not None:
             self.on_connection_made(self)
 
@@ -148,7 +149,7 @@ class Leg(asyncio.BufferedProtocol):
     def start_tls(self, tls: TlsEndpoint, initial: bytes = b"") -> asyncio.Future[TlsFacts]:
         """Run TLS on this leg from now on; `initial` = ciphertext already read (sniffed bytes)."""
         self.tls = tls
-        self.handshake = asyncio.get_running_loop().create_future()
+        self.handshake = self.loop.create_future()
         if not tls.handshake_done and not initial and not tls.server_side:
             tls.do_handshake()  # client side speaks first
             self._flush_tls()
@@ -286,7 +287,7 @@ class Leg(asyncio.BufferedProtocol):
         """Wait until `minimum` bytes are held, EOF, or the connection is gone."""
         while len(self.held) < minimum and not self.got_eof and not self.closed.done():
             self.resume_reading()
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self.loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -306,7 +307,7 @@ class Relay:
         self.server = server
         self.idle_timeout = idle_timeout
         self.timed_out = False
-        self._loop = asyncio.get_running_loop()
+        self._loop = client.loop
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self, replay_to_server: bytes = b"", replay_to_client: bytes = b"") -> None:

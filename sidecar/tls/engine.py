@@ -138,8 +138,14 @@ class TlsEndpoint:
         """Advance the handshake with what was received; True once it is complete."""
         if self.handshake_done:
             return True
+        result = _lib.SSL_do_handshake(self._ssl)
+        if result == 1:
+            self.handshake_done = True
+            return True
+        if _lib.SSL_get_error(self._ssl, result) == _WANT_READ:
+            return False  # the usual case, twice per handshake: no exception raised and caught for it
         try:
-            self._conn.do_handshake()
+            self._conn._raise_ssl_error(self._ssl, result)
         except SSL.WantReadError:
             return False
         except SSL.Error as exc:
@@ -147,8 +153,7 @@ class TlsEndpoint:
             # A missing client certificate under verify: required is a verification failure too.
             refused_peer = bool(self.verify_errors) or "did not return a certificate" in message
             raise TlsError(message, "verify" if refused_peer else "protocol") from None
-        self.handshake_done = True
-        return True
+        raise TlsError(f"TLS handshake failed (SSL error {_lib.SSL_get_error(self._ssl, result)})")
 
     def facts(self) -> TlsFacts:
         """The handshake's outcome as one value. Call once, after `do_handshake` returned True."""
