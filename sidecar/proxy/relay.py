@@ -90,6 +90,7 @@ class Leg(asyncio.BufferedProtocol):
             if data[0] != TLS_RECORD_HANDSHAKE and not self.tls.handshake_done:
                 self._fail_handshake(TlsError("not a TLS handshake (plaintext on a TLS port)", "plaintext"))
                 return
+        handshake_finished = False
         try:
             self.tls.receive(data)
             if not self.tls.handshake_done:
@@ -97,6 +98,7 @@ class Leg(asyncio.BufferedProtocol):
                 self._flush_tls()
                 if not done:
                     return
+                handshake_finished = True
                 if self.handshake is not None and not self.handshake.done():
                     self.handshake.set_result(self.tls.facts())
             result = self.tls.read()
@@ -109,6 +111,8 @@ class Leg(asyncio.BufferedProtocol):
                 self._abort_both()
             return
         self._flush_tls()  # session tickets, key updates, alerts
+        if handshake_finished:
+            self.tls.release_handshake_buffers()
         for chunk in result.chunks:
             self._deliver(chunk)
         if result.eof:

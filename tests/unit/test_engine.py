@@ -127,6 +127,29 @@ def test_each_read_starts_afresh_in_the_buffer(pki: Pki, tmp_path: Path, context
     assert pair.server.read().chunks == []
 
 
+def test_handshake_buffers_are_released_and_the_session_goes_on(pki: Pki, tmp_path: Path, context: Any) -> None:
+    pair = Pair(pki, context, pki.client, tmp_path)
+    pair.handshake()
+    before = (pair.server._into, pair.server._from)
+    pair.server.release_handshake_buffers()
+    assert (pair.server._into, pair.server._from) != before  # fresh, small BIOs
+    pair.client_sends(b"after")
+    assert pair.server.read().chunks == [b"after"]
+    pair.server.write(b"back")
+    pair.to_client.write(pair.server.take_output())
+    assert pair.client.read(100) == b"back"
+
+
+def test_handshake_buffers_are_kept_while_ciphertext_waits(pki: Pki, tmp_path: Path, context: Any) -> None:
+    pair = Pair(pki, context, pki.client, tmp_path)
+    pair.handshake()
+    pair.client_sends(b"not read yet")
+    before = (pair.server._into, pair.server._from)
+    pair.server.release_handshake_buffers()
+    assert (pair.server._into, pair.server._from) == before  # nothing is dropped
+    assert pair.server.read().chunks == [b"not read yet"]
+
+
 def test_facts_of_a_verified_client(pki: Pki, tmp_path: Path, context: Any) -> None:
     facts = Pair(pki, context, pki.client, tmp_path).handshake()
     assert facts.verified
