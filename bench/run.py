@@ -85,7 +85,7 @@ class Settings:
             )
         return Settings(
             quick=False,
-            reps=args.reps or 3,
+            reps=args.reps or 5,
             hs_seconds=2.5,
             hs_warmup=0.5,
             hs_concurrency=8,
@@ -719,7 +719,7 @@ def bar_checks(table: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run: 1 repetition, TLS 1.3, pinned only")
-    parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3; quick 1)")
+    parser.add_argument("--reps", type=int, default=0, help="repetitions (default 5; quick 1)")
     parser.add_argument("--peers", default="haproxy,sidecar,stunnel")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--no-scale", action="store_true", help="skip the 10,000-connection test")
