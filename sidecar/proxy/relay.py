@@ -348,7 +348,11 @@ class Relay:
 
     async def wait(self) -> None:
         try:
-            await asyncio.gather(self.client.closed, self.server.closed)
+            # One after the other rather than gather(): the same wait (these futures only ever get
+            # a result), without a gathering future and its callbacks held for every idle
+            # connection (~1 KB each, measured with tracemalloc).
+            await self.client.closed
+            await self.server.closed
         finally:
             if self._timer is not None:
                 self._timer.cancel()
