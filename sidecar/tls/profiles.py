@@ -130,9 +130,14 @@ def build_context(
         return None
     context.set_min_proto_version(low)
     context.set_max_proto_version(high)
+    # An empty TLS 1.2 list must still be a valid string for OpenSSL; TLS 1.2 is off then anyway.
+    cipher_string = ":".join(s.openssl_name for s in legacy) or "DEFAULT"
+    if low < SSL.TLS1_2_VERSION:
+        # OpenSSL 3+ allows TLS 1.0/1.1 only at security level 0 (their handshake signs with SHA-1
+        # and MD5). A profile that lists them chose legacy partners: it alone runs at level 0.
+        cipher_string += ":@SECLEVEL=0"
     try:
-        # An empty TLS 1.2 list must still be a valid string for OpenSSL; TLS 1.2 is off then anyway.
-        context.set_cipher_list(":".join(s.openssl_name for s in legacy).encode() or b"DEFAULT")
+        context.set_cipher_list(cipher_string.encode())
         context.set_tls13_ciphersuites(":".join(s.openssl_name for s in tls13).encode())
     except SSL.Error as exc:
         issues.append(Issue(f"{profile.path}.ciphlist", f"rejected by OpenSSL: {exc}"))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import warnings
 from pathlib import Path
+
+import pytest
 
 from ..conftest import LogCapture
 from ..support.env import EchoBackend, Pki, Sidecar, base_config, tls_exchange
@@ -89,6 +92,51 @@ async def test_tls13_only_client_refused_by_profile_without_tls13_suite(
     try:
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS13)) is None
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS12)) == b"x"
+    finally:
+        await sidecar.stop()
+
+
+LEGACY_SUITE = "ECDHE-ECDSA-AES128-SHA"  # 49161: a TLS 1.0 partner's suite (CBC, SHA-1 MAC)
+
+
+def _legacy_client(pki: Pki, version: ssl.TLSVersion, stem: str = "legacy") -> ssl.SSLContext:
+    """A TLS 1.0/1.1-only partner (the stdlib deprecates the versions: that is the point here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pki.client_context(pki.client, tls=(version, version), ciphers=f"{LEGACY_SUITE}:@SECLEVEL=0", stem=stem)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
+async def test_a_profile_that_allows_tls10_serves_legacy_partners(
+    version: ssl.TLSVersion, pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    """`version.min: tls1.0` (CFT's tlsv1) must work: OpenSSL 3+ refuses TLS 1.0/1.1 at its default
+    security level, so such a profile runs at security level 0 (its own choice of legacy)."""
+    config = base_config(pki, backend.port)
+    config["profiles"][0]["version"] = {"min": "tls1.0", "max": "tls1.3"}  # type: ignore[index]
+    config["profiles"][0]["ciphlist"] = [49161, 4865]  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        legacy = _legacy_client(pki, version)
+        assert await tls_exchange(sidecar.port(), legacy) == b"x"
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS13)) == b"x"
+    finally:
+        await sidecar.stop()
+    closes = captured_logs.of("close")
+    assert [line["tls_version"] for line in closes] == [
+        {ssl.TLSVersion.TLSv1: "TLSv1", ssl.TLSVersion.TLSv1_1: "TLSv1.1"}[version],
+        "TLSv1.3",
+    ]
+    assert closes[0]["cipher"] == LEGACY_SUITE
+
+
+async def test_a_profile_from_tls12_refuses_tls10(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
+    config = base_config(pki, backend.port)
+    config["profiles"][0]["ciphlist"] = [49161, 4865]  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        legacy = _legacy_client(pki, ssl.TLSVersion.TLSv1)
+        assert await tls_exchange(sidecar.port(), legacy) is None
     finally:
         await sidecar.stop()
 
