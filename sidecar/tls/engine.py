@@ -11,7 +11,9 @@ the same cffi binding pyOpenSSL uses, into process-wide scratch buffers, and loo
 value instead of catching an exception. Small results are copied out of the scratch buffer; a large
 one (bulk transfer) is the scratch buffer itself, handed to the caller and replaced, which saves a
 copy of every byte. Errors still go through pyOpenSSL (`_raise_ssl_error`) so they
-keep its exception types and messages. The handshake uses the public API (once per connection).
+keep its exception types and messages. The handshake steps call `SSL_do_handshake` the same way
+(a step that needs more bytes is the usual case, not an exception); the facts of the finished
+handshake come through pyOpenSSL's public API.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from .peer import PeerCert, TlsFacts, VerifyError
 # CPU per GB both ways. Process-wide buffers, so an idle connection pays nothing for the size.
 READ_CHUNK = 256 * 1024
 _OUTPUT_CHUNK = READ_CHUNK + 64 * 1024  # one read's plaintext as records: 16 KiB each + headers and tags
-# One pair of scratch buffers for the whole process: the event loop runs one callback at a time
-# and every use below copies out of them before returning.
+# One pair of scratch buffers for the whole process: the event loop runs one callback at a time,
+# and every use below either copies out of its buffer or gives the buffer away before returning.
 _allocate = _ffi.new_allocator(should_clear_after_alloc=False)  # every byte is written before it is read
 # Below this size copying a result out of a scratch buffer is cheaper than a fresh buffer; above it
 # the scratch buffer itself is handed over (it becomes the caller's) and a new one takes its place.
