@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
 import warnings
 from pathlib import Path
 
@@ -128,6 +130,53 @@ async def test_a_profile_that_allows_tls10_serves_legacy_partners(
         "TLSv1.3",
     ]
     assert closes[0]["cipher"] == LEGACY_SUITE
+
+
+def _sha1_signatures_only_exchange(pki: Pki, port: int) -> bytes | None:
+    """A TLS 1.2 client that accepts and makes only ECDSA-SHA1 handshake signatures: the default
+    security level refuses SHA-1 signatures, level 0 admits them. Blocking pyOpenSSL (the stdlib
+    cannot restrict signature algorithms), run in a thread."""
+    from OpenSSL import SSL
+    from OpenSSL._util import lib
+
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_max_proto_version(SSL.TLS1_2_VERSION)
+    context.set_cipher_list(b"ECDHE-ECDSA-AES128-GCM-SHA256:@SECLEVEL=0")
+    assert lib.SSL_CTX_set1_sigalgs_list(context._context, b"ECDSA+SHA1") == 1
+    cert_path, key_path = pki.client.write(pki.directory, "client-sha1-sigalgs")
+    context.use_certificate_file(str(cert_path))
+    context.use_privatekey_file(str(key_path))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        # pyOpenSSL wants a blocking socket; the kernel's receive timeout still bounds every wait.
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 5, 0))
+        connection = SSL.Connection(context, sock)
+        connection.set_connect_state()
+        try:
+            connection.do_handshake()
+            connection.sendall(b"x")
+            return connection.recv(1) or None
+        except (SSL.Error, OSError):
+            return None
+
+
+async def test_only_the_legacy_profile_runs_at_the_lowest_security_level(
+    pki: Pki, backend: EchoBackend, workdir: Path
+) -> None:
+    """Two listeners in one process: the profile that allows TLS 1.0 runs at level 0, the other one
+    keeps the library's default level (which refuses SHA-1 handshake signatures)."""
+    config = base_config(pki, backend.port)
+    profile = config["profiles"][0]  # type: ignore[index]
+    config["profiles"].append({**profile, "id": "SSLOLD", "version": "tlsv1"})  # type: ignore[union-attr]
+    listener = config["listeners"][0]  # type: ignore[index]
+    config["listeners"].append({**listener, "id": "LEGACY", "ssl": "SSLOLD"})  # type: ignore[union-attr]
+    sidecar = await _run(workdir, config)
+    try:
+        assert await asyncio.to_thread(_sha1_signatures_only_exchange, pki, sidecar.port("LEGACY")) == b"x"
+        assert await asyncio.to_thread(_sha1_signatures_only_exchange, pki, sidecar.port()) is None
+    finally:
+        await sidecar.stop()
 
 
 async def test_a_profile_from_tls12_refuses_tls10(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
