@@ -26,6 +26,7 @@ class CipherSuite:
     iana_name: str | None
     tls13: bool  # a TLS 1.3 suite (0x13xx), configured with set_tls13_ciphersuites
     usable: bool  # offered by this build at its default security level (no NULL, no GOST, no SCSV)
+    before_tls12: bool = False  # usable in TLS 1.0/1.1 too (CBC with a SHA-1 MAC), per OpenSSL itself
 
     def __str__(self) -> str:
         return f"{self.code} ({self.iana_name or self.openssl_name})"
@@ -102,6 +103,9 @@ class CipherCatalog:
         return ""
 
 
+_BEFORE_TLS12 = frozenset({"SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1"})
+
+
 @cache
 def catalog() -> CipherCatalog:
     probe = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
@@ -119,12 +123,15 @@ def catalog() -> CipherCatalog:
             continue
         name = _ffi.string(_lib.SSL_CIPHER_get_name(cipher)).decode("ascii")
         tls13 = code >> 8 == 0x13
+        # The oldest protocol the suite belongs to, as OpenSSL names it: "SSLv3", "TLSv1.0", "TLSv1.2", ...
+        since = _ffi.string(_lib.SSL_CIPHER_get_version(cipher)).decode("ascii")
         by_code[code] = CipherSuite(
             code=code,
             openssl_name=name,
             iana_name=standard.get(code) or (name if tls13 else None),
             tls13=tls13,
             usable=name in offered,
+            before_tls12=since in _BEFORE_TLS12,
         )
     by_name: dict[str, CipherSuite] = {}
     for suite in by_code.values():

@@ -120,6 +120,8 @@ def build_context(
         high = SSL.TLS1_2_VERSION  # no TLS 1.3 suite listed: TLS 1.3 is never negotiated (SPEC §4.1)
     if not legacy and low < SSL.TLS1_3_VERSION:
         low = SSL.TLS1_3_VERSION  # only TLS 1.3 suites listed: older versions have nothing to offer
+    if low < SSL.TLS1_2_VERSION and not any(suite.before_tls12 for suite in legacy):
+        low = SSL.TLS1_2_VERSION  # no listed suite works in TLS 1.0/1.1 (all AEAD or SHA-2): same
     if low > high:
         issues.append(
             Issue(

@@ -168,13 +168,30 @@ async def test_only_the_legacy_profile_runs_at_the_lowest_security_level(
     keeps the library's default level (which refuses SHA-1 handshake signatures)."""
     config = base_config(pki, backend.port)
     profile = config["profiles"][0]  # type: ignore[index]
-    config["profiles"].append({**profile, "id": "SSLOLD", "version": "tlsv1"})  # type: ignore[union-attr]
+    legacy_profile = {**profile, "id": "SSLOLD", "version": "tlsv1", "ciphlist": [49161, 49195]}
+    config["profiles"].append(legacy_profile)  # type: ignore[union-attr]
     listener = config["listeners"][0]  # type: ignore[index]
     config["listeners"].append({**listener, "id": "LEGACY", "ssl": "SSLOLD"})  # type: ignore[union-attr]
     sidecar = await _run(workdir, config)
     try:
         assert await asyncio.to_thread(_sha1_signatures_only_exchange, pki, sidecar.port("LEGACY")) == b"x"
         assert await asyncio.to_thread(_sha1_signatures_only_exchange, pki, sidecar.port()) is None
+    finally:
+        await sidecar.stop()
+
+
+async def test_tlsv1_without_a_tls10_suite_is_tls12_at_the_default_level(
+    pki: Pki, backend: EchoBackend, workdir: Path
+) -> None:
+    """`tlsv1` with only AEAD suites (the default list): TLS 1.0 has nothing to negotiate, so the
+    profile starts at TLS 1.2 and keeps the default security level."""
+    config = base_config(pki, backend.port)
+    config["profiles"][0]["version"] = "tlsv1"  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        assert await tls_exchange(sidecar.port(), _legacy_client(pki, ssl.TLSVersion.TLSv1)) is None
+        assert await asyncio.to_thread(_sha1_signatures_only_exchange, pki, sidecar.port()) is None
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS12)) == b"x"
     finally:
         await sidecar.stop()
 
