@@ -127,10 +127,10 @@ class TlsEndpoint:
         n = _lib.BIO_read(self._from, _ciphertext.buffer, _OUTPUT_CHUNK)
         if n <= 0:
             return b""
-        first = _ciphertext.take(n)
         if n < _OUTPUT_CHUNK:
-            return first
-        parts = [bytes(first)]
+            return _ciphertext.take(n)
+        # More than one buffer's worth (rare): joined, so copied anyway; the buffer stays ours.
+        parts = [_ffi.buffer(_ciphertext.buffer, n)[:]]
         while (n := _lib.BIO_read(self._from, _ciphertext.buffer, _OUTPUT_CHUNK)) > 0:
             parts.append(_ffi.buffer(_ciphertext.buffer, n)[:])
         return b"".join(parts)
