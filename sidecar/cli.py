@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
-EXIT_REJECTED = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--listener", required=True, help="listener id")
     explain.add_argument("--cert", required=True, type=Path, help="the client certificate (PEM or DER, chain allowed)")
     explain.add_argument("--cipher", help="negotiated cipher suite (code or name); default: the profile's first")
-    explain.add_argument("--partner", help="NRPART the client presents (PeSIT PI 3)")
+    explain.add_argument("--partner", help="NRPART the client presents (PeSIT PI 3; identify: pesit listeners)")
+    explain.add_argument("--password", help="the password the client presents (PeSIT PI 5), if any")
     explain.add_argument("--peer", help="client address (for host_verify and user classes)", default=None)
     explain.add_argument("--at", help="evaluate at this local time (ISO 8601); default: now")
     explain.add_argument("--plaintext", action="store_true", help="explain a plaintext (non-TLS) session")

@@ -1,7 +1,9 @@
 """`sidecar explain`: the decision the proxy would take for a client certificate, and why.
 
 No network: the certificate is verified offline against the listener profile's trust anchors
-and depth, then the same pure functions as the proxy decide (policy.session).
+and depth, then the proxy's own verdict function (`policy.verdict.judge`) decides, and its steps
+are printed. When a step the proxy would run cannot be evaluated (the partner of an `identify:
+pesit` listener without `--partner`), the answer is not ACCEPT: it says so and exits 4.
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ from cryptography import x509
 from .errors import ConfigError
 from .pki import load_certificates
 from .policy.checks import CheckStep
-from .policy.decision import Decision, Reason
-from .policy.partners import check_partner, partner_from_certificate
-from .policy.session import ListenerVerdict, evaluate_listener
+from .policy.verdict import PesitClaim, SessionFacts, judge
 from .snapshot import Snapshot, load_snapshot
 from .tls.ciphers import catalog
 from .tls.peer import PeerCert, TlsFacts
 from .tls.verify import verify_offline
 
-EXIT_ACCEPT, EXIT_BAD_INPUT, EXIT_REJECT = 0, 2, 3
+EXIT_ACCEPT, EXIT_BAD_INPUT, EXIT_REJECT, EXIT_NOT_EVALUATED = 0, 2, 3, 4
 
 
 class BadInput(Exception):
@@ -91,58 +91,21 @@ def explain(snapshot: Snapshot, args: argparse.Namespace, out: TextIO) -> int:
         verify_errors=errors,
         chain_length=chain_length,
     )
-    if args.plaintext:
-        # A plaintext session (plaintext: allow) has no TLS profile or SSLAUTH step: only partner and
-        # user-class rules apply to it.
-        verdict = ListenerVerdict(
-            Decision.allow(), (CheckStep("tls", "skip", "plaintext session: no TLS checks"),), None
-        )
+    identify = plan.listener.identify
+    if args.partner is not None and identify != "pesit":
+        raise BadInput(f"--partner is the PeSIT requester: listener {plan.listener.id} has identify: {identify}")
+    claim = PesitClaim(args.partner, args.password) if args.partner is not None else None
+    # A plaintext session (plaintext: allow) has no TLS facts: only partner and user-class rules apply.
+    session = SessionFacts(None if args.plaintext else facts, args.peer or "", claim)
+    verdict = judge(plan.policy, session, at)
+    if verdict.partner is not None:
+        partner_line = f"{verdict.partner.id} ({verdict.partner.path}), nrpart {verdict.partner.nrpart}"
+    elif identify == "none":
+        partner_line = "none (identify: none)"
+    elif verdict.pending_identification:
+        partner_line = "not evaluated (identify: pesit: give --partner NRPART, and --password if it has one)"
     else:
-        verdict = evaluate_listener(compiled.policy, plan.sslauth, facts, at)
-    session_facts = None if args.plaintext else facts
-    steps = list(verdict.steps)
-    decision = verdict.decision
-    partner_line = (
-        "none (identify: none)"
-        if plan.listener.identify == "none"
-        else f"not identified (identify: {plan.listener.identify}; give --partner NRPART)"
-    )
-    partner = None
-    if decision.allowed and (args.partner or plan.listener.identify == "certificate"):
-        book = snapshot.partners
-        if args.partner:
-            partner = book.find(args.partner)
-            nrpart = args.partner
-        else:
-            partner, nrpart = partner_from_certificate(book, facts)
-        if partner is None:
-            detail = f"no partner with nrpart {nrpart!r}"
-            steps.append(CheckStep("partner", "fail", detail))
-            decision = Decision.deny(Reason.UNKNOWN_PARTNER, detail)
-        else:
-            partner_line = f"{partner.id} ({partner.path}), nrpart {partner.nrpart}"
-            checked = check_partner(
-                book, partner, listener_id=plan.listener.id, peer_host=args.peer or "",
-                facts=session_facts, missing_profile=plan.listener.missing_partner_profile,
-            )  # fmt: skip
-            steps.append(CheckStep("partner", "pass", partner_line))
-            steps.extend(checked.steps)
-            for message in checked.messages:
-                steps.append(CheckStep(message.msg_id, "skip", message.text))
-            decision = checked.decision
-    if decision.allowed:
-        user = partner.nrpart if partner is not None else (facts.verified_peer.common_name
-                                                           if facts.verified_peer else None)  # fmt: skip
-        encryption, user_class, encryption_entry = snapshot.classes.decide(
-            encrypted=not args.plaintext, user=user, address=args.peer,
-            explicit_class=partner.user_class if partner is not None else None,
-        )  # fmt: skip
-        index = encryption_entry.rule_index
-        where = f"encryption[{index}]" if index is not None else "no entry: optional"
-        detail = (f"user {user or '-'} -> class {user_class.name or '-'}; "
-                  f"{'required' if encryption_entry.required else 'optional'} ({where})")  # fmt: skip
-        steps.append(CheckStep("encryption", "pass" if encryption.allowed else "fail", detail, encryption.rule_ref))
-        decision = encryption if not encryption.allowed else decision
+        partner_line = f"not identified (identify: {identify})"
 
     leaf = PeerCert.from_x509(certs[0])
     print(f"listener   {plan.listener.id} ({plan.listener.path}) -> profile {profile.id} ({profile.path}), "
@@ -161,10 +124,20 @@ def explain(snapshot: Snapshot, args: argparse.Namespace, out: TextIO) -> int:
     print(f"at         {at.isoformat(timespec='minutes')}", file=out)
     print(f"partner    {partner_line}", file=out)
     print("checks", file=out)
-    for number, step in enumerate(steps, 1):
+    for number, step in enumerate(verdict.steps, 1):
         print(_row(number, step), file=out)
+    for message in verdict.messages:
+        print(f"cft        {message.text}", file=out)
     if verdict.user:
         print(f"user       {verdict.user} (SSLAUTH /USER)", file=out)
+    if verdict.user_class:
+        print(f"class      {verdict.user_class}", file=out)
+    if verdict.pesit_diagnostic is not None:
+        print(f"pesit      RCONNECT with diagnostic {verdict.pesit_diagnostic}", file=out)
+    decision = verdict.decision
+    if verdict.pending_identification:
+        print("decision   NOT EVALUATED: the listener checks pass; the partner checks need --partner", file=out)
+        return EXIT_NOT_EVALUATED
     if decision.allowed:
         print("decision   ACCEPT", file=out)
         return EXIT_ACCEPT

@@ -70,6 +70,7 @@ ACCESS_MIXED = 2
 
 # Diagnostics (NOTES C.3). 301 is what CFT answers for an unknown requester or a wrong password.
 DIAG_BAD_IDENTIFICATION = 301
+DIAG_NOT_ATTACHED = 302  # "not attached to SAP": the transfer service behind the proxy is unreachable
 DIAG_UNAUTHORIZED_REQUESTER = 304
 DIAG_VERSION_NOT_SUPPORTED = 308
 DIAG_PROTOCOL_ERROR = 311

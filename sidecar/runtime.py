@@ -10,82 +10,102 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import logs
 from .config import Address
 from .errors import ConfigError, Issue
-from .proxy.inbound import Connection, InboundListener
+from .proxy.connection import Connection
+from .proxy.inbound import InboundListener
 from .proxy.outbound import OutboundListener
 from .snapshot import ListenerPlan, OutboundPlan, Snapshot, load_snapshot
 from .stats import Stats
 
+Kind = Literal["listener", "outbound"]
+ServerKey = tuple[Kind, str]  # ("listener", "PESITSSL"), ("outbound", "TOPARIS")
+Plan = ListenerPlan | OutboundPlan
+
+
+@dataclass(slots=True)
+class BoundServer:
+    """One listening socket: an inbound listener or an outbound (client mode) entry."""
+
+    listen: Address  # as configured
+    address: str  # as bound (port 0 -> the port the kernel chose)
+    entry: InboundListener | OutboundListener
+    server: asyncio.Server
+
+
+def _servers_wanted(snapshot: Snapshot) -> dict[ServerKey, tuple[Address, Plan]]:
+    """Every socket a snapshot asks for, inbound and outbound alike."""
+    wanted: dict[ServerKey, tuple[Address, Plan]] = {}
+    for listener_id, plan in snapshot.listeners.items():
+        assert plan.listener.listen is not None  # only listeners that bind have a plan
+        wanted[("listener", listener_id)] = (plan.listener.listen, plan)
+    for outbound_id, outbound_plan in snapshot.outbound.items():
+        wanted[("outbound", outbound_id)] = (outbound_plan.outbound.listen, outbound_plan)
+    return wanted
+
+
+def _config_path(plan: Plan) -> str:
+    return plan.listener.path if isinstance(plan, ListenerPlan) else plan.outbound.path
+
 
 class Runtime:
+    """Satisfies `proxy.connection.ConnectionHost`: listeners see only `snapshot`, `stats`,
+    `draining` and `spawn`."""
+
     def __init__(self, config_path: str | Path, snapshot: Snapshot) -> None:
         self.config_path = Path(config_path)
         self.snapshot = snapshot
         self.stats = Stats()
         self.draining = False
         self.ready = False
-        self.bound: dict[str, str] = {}  # listener id -> real bound address
-        self.bound_plans: dict[str, ListenerPlan] = {}  # the plan each server was bound with
+        self.servers: dict[ServerKey, BoundServer] = {}
         self.connections: dict[int, Connection] = {}
-        self._listeners: dict[str, InboundListener] = {}
-        self._outbound_listeners: dict[str, OutboundListener] = {}
-        self.bound_outbound: dict[str, OutboundPlan] = {}
-        self.bound_outbound_addresses: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.admin_address: str | None = None
 
+    @property
+    def bound(self) -> dict[str, str]:
+        """Listener id -> real bound address."""
+        return {key: bound.address for (kind, key), bound in self.servers.items() if kind == "listener"}
+
+    @property
+    def bound_outbound(self) -> dict[str, str]:
+        """Outbound entry id -> real bound address."""
+        return {key: bound.address for (kind, key), bound in self.servers.items() if kind == "outbound"}
+
     # ---- start ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Bind every listener; raises OSError (port in use …) after closing what was bound."""
+        """Bind every listener and outbound entry; raises OSError (port in use …) after closing what was bound."""
         try:
-            for listener_id, plan in self.snapshot.listeners.items():
-                await self._bind(listener_id, plan)
-            for outbound_id, outbound_plan in self.snapshot.outbound.items():
-                await self._bind_outbound(outbound_id, outbound_plan)
+            for key, (address, plan) in _servers_wanted(self.snapshot).items():
+                self.servers[key] = await self._bind(address, plan, start_serving=True)
         except OSError:
             await self._close_servers()
             raise
         self.ready = True
         logs.event(
             "ready",
-            listeners=dict(self.bound),
-            outbound=dict(self.bound_outbound_addresses),
+            listeners=self.bound,
+            outbound=self.bound_outbound,
             admin=self.admin_address,
             generation=self.snapshot.generation,
         )
 
-    async def _bind_outbound(self, outbound_id: str, plan: OutboundPlan) -> None:
-        # Outbound listeners keep the address they were started with; a reload changes their
-        # profile and partner for new connections (the plan is looked up per accept).
-        address = plan.outbound.listen
-        listener = OutboundListener(self, outbound_id)
+    async def _bind(self, address: Address, plan: Plan, *, start_serving: bool) -> BoundServer:
+        entry: InboundListener | OutboundListener = (
+            InboundListener(self, plan) if isinstance(plan, ListenerPlan) else OutboundListener(self, plan)
+        )
         server = await asyncio.get_running_loop().create_server(
-            listener.make_leg, address.host, address.port, backlog=1024, reuse_address=True
+            entry.make_leg, address.host, address.port, backlog=1024, reuse_address=True, start_serving=start_serving
         )
-        listener.server = server
-        self._outbound_listeners[outbound_id] = listener
-        self.bound_outbound[outbound_id] = plan
-        self.bound_outbound_addresses[outbound_id] = _bound_address(server, address)
-
-    async def _bind(self, listener_id: str, plan: ListenerPlan) -> None:
-        address = plan.listener.listen
-        assert address is not None
-        inbound = InboundListener(self, listener_id)
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            inbound.make_leg, address.host, address.port, backlog=1024, reuse_address=True
-        )
-        inbound.server = server
-        self._listeners[listener_id] = inbound
-        self.bound_plans[listener_id] = plan
-        self.bound[listener_id] = _bound_address(server, address)
+        return BoundServer(address, _bound_address(server, address), entry, server)
 
     # ---- connections ---------------------------------------------------------------------------
     def spawn(self, coroutine: Coroutine[Any, Any, None], conn: Connection) -> None:
@@ -119,7 +139,7 @@ class Runtime:
                 return self._refuse([Issue("", f"internal error while loading: {type(exc).__name__}: {exc}")])
             if self.draining:  # stop() began while the snapshot was being built
                 return self._refuse([Issue("", "shutting down: reload refused")])
-            issues, fresh = await self._apply_listener_changes(snapshot)
+            issues, fresh = await self._apply_server_changes(snapshot)
             if issues:
                 return self._refuse(issues)
             admin_changed = snapshot.config.admin != self.snapshot.config.admin
@@ -135,7 +155,7 @@ class Runtime:
                     "admin_unchanged", logging.WARNING,
                     msg="admin.listen and admin.token_file are read at start only: restart to apply the change",
                 )  # fmt: skip
-            logs.event("reloaded", generation=generation, listeners=dict(self.bound))
+            logs.event("reloaded", generation=generation, listeners=self.bound, outbound=self.bound_outbound)
             return generation, []
 
     def _refuse(self, issues: list[Issue]) -> tuple[int, list[Issue]]:
@@ -143,68 +163,43 @@ class Runtime:
         logs.event("reload_refused", logging.ERROR, errors=[str(issue) for issue in issues])
         return self.snapshot.generation, issues
 
-    async def _apply_listener_changes(self, snapshot: Snapshot) -> tuple[list[Issue], list[asyncio.Server]]:
-        """Bind added/moved listeners first (a failure then changes nothing), then close removed ones.
+    async def _apply_server_changes(self, snapshot: Snapshot) -> tuple[list[Issue], list[asyncio.Server]]:
+        """Bind added and moved sockets first (a failure then changes nothing), then close removed ones.
 
-        New servers are bound but not yet accepting: the caller starts them once `snapshot` is the
-        current one. A moved listener whose new address conflicts with its old one (same port, from
-        a wildcard to a specific host) cannot be bound while the old one listens: the reload is then
-        refused rather than leaving a gap with no listener.
+        Listeners and outbound entries alike. New servers are bound but not yet accepting: the caller
+        starts them once `snapshot` is the current one. A moved entry whose new address conflicts with
+        its old one (same port, from a wildcard to a specific host) cannot be bound while the old one
+        listens: the reload is then refused rather than leaving a gap with nothing listening. Entries
+        that stay where they are get the new plan; connections already accepted keep theirs.
         """
-        # Only listeners actually serving count as "old": bound_plans also keeps the plans of
-        # removed listeners, for connections their closed server had already accepted.
-        old = {listener_id: plan for listener_id, plan in self.bound_plans.items() if listener_id in self._listeners}
-        new = snapshot.listeners
-        to_bind = [
-            listener_id
-            for listener_id, plan in new.items()
-            if listener_id not in old or old[listener_id].listener.listen != plan.listener.listen
-        ]
-        to_close = [listener_id for listener_id in old if listener_id not in new or listener_id in to_bind]
-        fresh: dict[str, tuple[InboundListener, str]] = {}
-        loop = asyncio.get_running_loop()
+        wanted = _servers_wanted(snapshot)
+        to_bind = [key for key, (address, _) in wanted.items() if key not in self.servers or
+                   self.servers[key].listen != address]  # fmt: skip
+        to_close = [key for key in self.servers if key not in wanted or key in to_bind]
+        fresh: dict[ServerKey, BoundServer] = {}
 
         def discard_fresh() -> None:
-            for created, _ in fresh.values():
-                assert created.server is not None
+            for created in fresh.values():
                 created.server.close()
 
-        for listener_id in to_bind:
-            plan = new[listener_id]
-            address = plan.listener.listen
-            assert address is not None
-            inbound = InboundListener(self, listener_id)
+        for key in to_bind:
+            address, plan = wanted[key]
             try:
-                server = await loop.create_server(
-                    inbound.make_leg,
-                    address.host,
-                    address.port,
-                    backlog=1024,
-                    reuse_address=True,
-                    start_serving=False,
-                )
+                fresh[key] = await self._bind(address, plan, start_serving=False)
             except OSError as exc:
                 discard_fresh()
-                return [Issue(f"{plan.listener.path}.listen", f"cannot bind {address}: {exc.strerror or exc}")], []
-            inbound.server = server
-            fresh[listener_id] = (inbound, _bound_address(server, address))
+                return [Issue(f"{_config_path(plan)}.listen", f"cannot bind {address}: {exc.strerror or exc}")], []
         if self.draining:  # stop() closed the servers while we were binding: do not resurrect any
             discard_fresh()
             return [Issue("", "shutting down: reload refused")], []
         # From here on nothing awaits: the bookkeeping below and the caller's swap are one step.
-        for listener_id in to_close:
-            closing = self._listeners.pop(listener_id, None)
-            if closing is not None and closing.server is not None:
-                closing.server.close()  # live connections keep running under their snapshot
-            self.bound.pop(listener_id, None)
-        for listener_id, (inbound, bound) in fresh.items():
-            self._listeners[listener_id] = inbound
-            self.bound[listener_id] = bound
-        for listener_id, plan in new.items():
-            if listener_id in self._listeners:
-                self.bound_plans[listener_id] = plan
-        servers = [inbound.server for inbound, _ in fresh.values() if inbound.server is not None]
-        return [], servers
+        for key in to_close:
+            self.servers.pop(key).server.close()  # live connections keep running under their snapshot
+        for key, (_, plan) in wanted.items():
+            if key in self.servers:
+                self.servers[key].entry.plan = plan  # type: ignore[assignment]  # same kind by the key
+        self.servers.update(fresh)
+        return [], [bound.server for bound in fresh.values()]
 
     # ---- stop ----------------------------------------------------------------------------------
     async def stop(self, drain_timeout: float | None = None) -> None:
@@ -228,18 +223,13 @@ class Runtime:
         self._stopped.set()
 
     async def _close_servers(self) -> None:
-        servers = [inbound.server for inbound in self._listeners.values() if inbound.server is not None]
-        servers += [out.server for out in self._outbound_listeners.values() if out.server is not None]
-        self._outbound_listeners.clear()
+        servers = [bound.server for bound in self.servers.values()]
+        self.servers.clear()
         for server in servers:
             server.close()
         for server in servers:
             # Server.wait_closed also waits for accepted connections in recent Pythons; we track those.
             await asyncio.wait([asyncio.ensure_future(server.wait_closed())], timeout=0.5)
-        self._listeners.clear()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
 
 def _bound_address(server: asyncio.Server, configured: Address) -> str:

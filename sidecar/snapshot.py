@@ -19,6 +19,7 @@ from .pki import PkiMaterial, load_crls, load_pki
 from .policy.classes import ClassPolicy, EncryptionRule, UserClassRule
 from .policy.partners import PartnerBook
 from .policy.sslauth import RuleSet, load_sslauth
+from .policy.verdict import SessionPolicy
 from .tls.profiles import CompiledProfile, compile_profile
 
 
@@ -27,6 +28,7 @@ class ListenerPlan:
     listener: Listener
     profile: CompiledProfile | None  # None only for a plaintext-only listener
     sslauth: RuleSet | None
+    policy: SessionPolicy  # what its sessions are judged by (policy.verdict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +102,6 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         if compiled is not None:
             profiles[(profile.id, profile.direct)] = compiled
 
-    listeners: dict[str, ListenerPlan] = {}
-    for listener in config.listeners:
-        if listener.listen is None:
-            continue
-        sslauth = _load_rules(listener.sslauth, config.source.parent, issues) if listener.sslauth else None
-        server_profile = profiles.get((listener.ssl, "server")) if listener.ssl else None
-        listeners[listener.id] = ListenerPlan(listener=listener, profile=server_profile, sslauth=sslauth)
-
     outbound: dict[str, OutboundPlan] = {}
     for entry in config.outbound:
         profile_id = _outbound_profile_id(config, entry)
@@ -137,6 +131,23 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         {profile_id: compiled.policy for (profile_id, direct), compiled in profiles.items() if direct == "server"},
     )
     classes = _class_policy(config, issues)
+
+    listeners: dict[str, ListenerPlan] = {}
+    for listener in config.listeners:
+        if listener.listen is None:
+            continue
+        sslauth = _load_rules(listener.sslauth, config.source.parent, issues) if listener.sslauth else None
+        server_profile = profiles.get((listener.ssl, "server")) if listener.ssl else None
+        policy = SessionPolicy(
+            listener_id=listener.id,
+            identify=listener.identify,
+            missing_partner_profile=listener.missing_partner_profile,
+            profile=server_profile.policy if server_profile is not None else None,
+            sslauth=sslauth,
+            partners=book,
+            classes=classes,
+        )
+        listeners[listener.id] = ListenerPlan(listener=listener, profile=server_profile, sslauth=sslauth, policy=policy)
 
     if config.admin is not None and config.admin.token_file is not None:
         _read_token(config.admin.token_file, issues)

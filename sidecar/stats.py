@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .outcome import Outcome
+
 
 @dataclass(slots=True)
 class Counters:
@@ -18,10 +20,23 @@ class Counters:
     active: int = 0  # open right now, from accept to close
     rejected: Counter[str] = field(default_factory=Counter)  # by Reason value
     handshake_failures: Counter[str] = field(default_factory=Counter)  # verify|protocol|plaintext|reset|timeout
-    errors: Counter[str] = field(default_factory=Counter)  # backend_unreachable, idle_timeout, over_limit, …
+    errors: Counter[str] = field(default_factory=Counter)  # backend_unreachable, idle_timeout, max_connections, …
+    closed: Counter[str] = field(default_factory=Counter)  # every ended connection, by its close reason
     unverified: int = 0  # verify: optional sessions that continued without a verified certificate
     bytes_up: int = 0  # client -> backend
     bytes_down: int = 0  # backend -> client
+
+    def record(self, outcome: Outcome) -> None:
+        """Count one ended connection: by its close reason, and in the family its category names."""
+        reason = outcome.reason.value
+        self.closed[reason] += 1
+        category = outcome.category
+        if category == "rejected":
+            self.rejected[reason] += 1
+        elif category == "handshake":
+            self.handshake_failures[outcome.handshake_kind] += 1
+        elif category == "error":
+            self.errors[reason] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -30,6 +45,7 @@ class Counters:
             "rejected": dict(self.rejected),
             "handshake_failures": dict(self.handshake_failures),
             "errors": dict(self.errors),
+            "closed": dict(self.closed),
             "unverified": self.unverified,
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,

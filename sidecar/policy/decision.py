@@ -26,7 +26,7 @@ class Reason(StrEnum):
     ENCRYPTION_REQUIRED = "encryption_required"
     PROTOCOL = "protocol"  # malformed or unexpected bytes from the client (PeSIT, plaintext refused)
     PLAINTEXT = "plaintext"  # a non-TLS client on a TLS-only listener
-    TIMEOUT = "timeout"  # identification did not finish within the deadline
+    IDENTIFICATION_TIMEOUT = "identification_timeout"  # no PeSIT CONNECT within the handshake deadline
 
 
 @dataclass(frozen=True, slots=True)

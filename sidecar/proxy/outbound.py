@@ -1,9 +1,11 @@
 """Client mode (CFTSSL DIRECT=CLIENT): a plaintext local listener whose connections go out over TLS.
 
 For each accepted local connection: dial the partner's hosts in order (`connect_timeout` each, next
-host on failure), run the TLS handshake as a client with the outbound profile, check the server
-certificate (verify level, ciphlist, dnuser, dnissuer, keyext, crl), then relay. A refused session
-closes the local connection: the legacy server sees what it would see on a network failure.
+host on failure), run the TLS handshake as a client with the outbound profile, judge the server
+certificate (`policy.verdict.judge_server`: verify level, ciphlist, dnuser, dnissuer, keyext, crl),
+then relay. A refused session closes the local connection: the legacy server sees what it would
+see on a network failure. The lifecycle (limits, counting, the close line) is the inbound one
+(`proxy.connection`).
 """
 
 from __future__ import annotations
@@ -11,20 +13,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
 
 from .. import logs
-from ..policy.checks import decide, profile_steps
-from ..snapshot import OutboundPlan
-from ..stats import Counters
+from ..outcome import CloseReason, Outcome
+from ..policy.verdict import judge_server
+from ..snapshot import OutboundPlan, Snapshot
 from ..tls.engine import TlsEndpoint, TlsError
-from .inbound import Connection, _peer_text, guarded, next_connection_id
+from .connection import Connection, ConnectionHost, refuse_at_accept, relay_outcome, serve
 from .relay import Leg, Relay
-
-if TYPE_CHECKING:
-    from ..runtime import Runtime
 
 
 def _is_name(host: str) -> bool:
@@ -36,10 +33,10 @@ def _is_name(host: str) -> bool:
 
 
 class OutboundListener:
-    def __init__(self, runtime: Runtime, outbound_id: str) -> None:
-        self.runtime = runtime
-        self.outbound_id = outbound_id
-        self.server: asyncio.Server | None = None
+    def __init__(self, host: ConnectionHost, plan: OutboundPlan) -> None:
+        self.host = host
+        self.plan = plan  # replaced by the runtime when a reload changes the entry
+        self.outbound_id = plan.outbound.id
         self.loop = asyncio.get_running_loop()
 
     def make_leg(self) -> Leg:
@@ -48,44 +45,19 @@ class OutboundListener:
         return leg
 
     def _accepted(self, leg: Leg) -> None:
-        runtime = self.runtime
-        snapshot = runtime.snapshot
-        plan = snapshot.outbound.get(self.outbound_id) or runtime.bound_outbound[self.outbound_id]
-        counters = runtime.stats.outbound_entry(self.outbound_id)
-        peer, peer_host = _peer_text(leg)
-        conn = Connection(next_connection_id(), f"out:{self.outbound_id}", peer, peer_host, partner=plan.partner.id)
-        conn.client = leg
-        if runtime.draining:
-            leg.abort()
+        host = self.host
+        snapshot = host.snapshot
+        plan = self.plan
+        counters = host.stats.outbound_entry(self.outbound_id)
+        if counters.active >= snapshot.config.limits.max_connections or host.draining:
+            refuse_at_accept(leg, "out", self.outbound_id, counters, host.draining)
             return
-        counters.active += 1
+        conn = Connection.accepted(leg, "out", self.outbound_id, counters)
+        conn.open()
+        conn.identified(plan.partner.id, host.stats.partner(plan.partner.id))
+        conn.parm = plan.profile.profile.parm
         leg.pause_reading()  # nothing is read from the legacy side until the partner is reached and checked
-        runtime.spawn(self._handle(conn, leg, plan, counters), conn)
-
-    async def _handle(self, conn: Connection, leg: Leg, plan: OutboundPlan, counters: Counters) -> None:
-        outcome: dict[str, Any] = {"decision": "closed", "reason": "shutdown"}  # kept if cancelled
-        try:
-            outcome = await guarded(conn, leg, self._run(conn, leg, plan, counters))
-        finally:
-            counters.active -= 1
-            counters.bytes_up += leg.bytes_in
-            counters.bytes_down += leg.bytes_out
-            partner = self.runtime.stats.partner(plan.partner.id)
-            partner.bytes_up += leg.bytes_in
-            partner.bytes_down += leg.bytes_out
-            facts = conn.facts
-            server = facts.peer if facts else None
-            logs.event(
-                "close",
-                logging.INFO if outcome.get("decision") == "accept" else logging.WARNING,
-                conn=conn.id, direction="out", outbound=self.outbound_id, peer=conn.peer, partner=plan.partner.id,
-                remote=conn.backend.name if conn.backend else None,
-                subject=server.subject if server else None, issuer=server.issuer if server else None,
-                serial=server.serial_hex if server else None, verified=facts.verified if facts else None,
-                tls_version=facts.tls_version if facts else None, cipher=facts.cipher_name if facts else None,
-                bytes_up=leg.bytes_in, bytes_down=leg.bytes_out,
-                duration_s=round(time.monotonic() - conn.started, 4), **outcome,
-            )  # fmt: skip
+        host.spawn(serve(conn, self._run(conn, leg, plan, snapshot)), conn)
 
     async def _dial(self, plan: OutboundPlan, limits_timeout: float) -> tuple[Leg, str] | tuple[None, str]:
         port = plan.partner.sap
@@ -102,14 +74,14 @@ class OutboundListener:
                 )
         return None, "; ".join(failures)
 
-    async def _run(self, conn: Connection, leg: Leg, plan: OutboundPlan, counters: Counters) -> dict[str, Any]:
-        limits = self.runtime.snapshot.config.limits
+    async def _run(self, conn: Connection, leg: Leg, plan: OutboundPlan, snapshot: Snapshot) -> Outcome:
+        limits = snapshot.config.limits
         remote, where = await self._dial(plan, limits.connect_timeout)
         if remote is None:
-            counters.errors["partner_unreachable"] += 1
             leg.close()
-            return {"decision": "error", "reason": "partner_unreachable", "detail": where}
+            return Outcome("error", CloseReason.PARTNER_UNREACHABLE, where)
         conn.backend = remote
+        conn.remote = where
         profile = plan.profile
         assert profile.context is not None
         host = where.rsplit(":", 1)[0]
@@ -118,34 +90,26 @@ class OutboundListener:
                 tls = TlsEndpoint(profile.context, server_side=False, server_hostname=host if _is_name(host) else None)
                 facts = await remote.start_tls(tls)
         except TimeoutError:
-            counters.handshake_failures["timeout"] += 1
             remote.abort()
             leg.close()
-            return {"decision": "reject", "reason": "handshake_timeout", "detail": where}
+            return Outcome.handshake_failed("timeout", where)
         except TlsError as exc:
-            counters.handshake_failures[exc.kind] += 1
             remote.abort()
             leg.close()
-            return {"decision": "reject", "reason": f"handshake_{exc.kind}", "detail": str(exc)}
+            return Outcome.handshake_failed(exc.kind, str(exc))
         conn.facts = facts
         if not facts.verified:
             logs.event(
                 "server_not_verified", logging.WARNING, conn=conn.id, outbound=self.outbound_id, remote=where,
                 verify=profile.profile.verify, errors=[str(e) for e in facts.verify_errors] or None,
             )  # fmt: skip
-        decision = decide(profile_steps(profile.policy, facts))
-        if not decision.allowed:
-            assert decision.reason is not None
-            counters.rejected[decision.reason.value] += 1
-            self.runtime.stats.partner(plan.partner.id).rejected[decision.reason.value] += 1
+        verdict = judge_server(profile.policy, facts)
+        if not verdict.decision.allowed:
             remote.close()
             leg.close()
-            return {"decision": "reject", "reason": decision.reason.value, "detail": decision.detail,
-                    "rule": decision.rule_ref}  # fmt: skip
-        counters.accepted += 1
-        self.runtime.stats.partner(plan.partner.id).accepted += 1
+            return Outcome.refused(verdict.decision)
+        conn.relaying()
         relay = conn.relay = Relay(leg, remote, limits.idle_timeout)
         relay.start()
         await relay.wait()
-        reason = "idle_timeout" if relay.timed_out else ("reset" if leg.error or remote.error else "eof")
-        return {"decision": "accept", "reason": reason, "detail": leg.error or remote.error}
+        return relay_outcome(relay)

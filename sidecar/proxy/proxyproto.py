@@ -11,8 +11,9 @@ authenticated identity in the custom range 0xE0-0xEF:
 | 0xE3 | partner id (CFTPART ID) when identified        |
 | 0xE4 | SSLAUTH /USER of the deciding ACCEPT statement |
 
-Certificate TLVs are sent only for a verified certificate: a tolerated one (verify: optional) is
-not an identity; the SSL TLV then says "certificate presented, verify failed".
+Certificate TLVs carry `identity`, the session verdict's verified certificate (`policy.verdict`): a
+tolerated one (verify: optional) is not an identity; the SSL TLV then says "certificate presented,
+verify failed".
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from ..tls.peer import TlsFacts
+from ..tls.peer import PeerCert, TlsFacts
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 PP2_TYPE_SSL = 0x20
@@ -79,6 +80,7 @@ def encode_v2(
     destination: tuple[str, int],
     facts: TlsFacts | None,
     *,
+    identity: PeerCert | None,
     partner: str | None = None,
     user: str | None = None,
 ) -> bytes:
@@ -96,7 +98,6 @@ def encode_v2(
         sub = _tlv(PP2_SUBTYPE_SSL_VERSION, facts.tls_version.encode()) + _tlv(
             PP2_SUBTYPE_SSL_CIPHER, facts.cipher_name.encode()
         )
-        identity = facts.verified_peer
         if identity is not None and identity.common_name:
             sub += _tlv(PP2_SUBTYPE_SSL_CN, identity.common_name.encode())
         tlvs += _tlv(PP2_TYPE_SSL, struct.pack("!BI", flags, verify_result) + sub)

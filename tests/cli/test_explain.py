@@ -115,5 +115,37 @@ def test_encryption_class_is_explained(pki: Pki, tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     tls = _explain(path, pki.directory / "client.pem")
     assert tls.returncode == 0 and "class Partners; required (encryption[0])" in tls.stdout
+    # A plaintext session has no certificate: without a partner it has no user, hence no class.
     plain = _explain(path, pki.directory / "client.pem", "--plaintext")
+    assert plain.returncode == 0 and "user - -> class -; optional" in plain.stdout
+    config["listeners"][0]["identify"] = "pesit"
+    config["partners"] = [{"id": "PARIS"}]
+    path.write_text(yaml.safe_dump(config))
+    plain = _explain(path, pki.directory / "client.pem", "--plaintext", "--partner", "PARIS")
     assert plain.returncode == 3 and "encryption_required" in plain.stdout
+    assert "pesit      RCONNECT with diagnostic 304" in plain.stdout
+
+
+def test_pesit_listener_without_partner_is_not_an_acceptance(pki: Pki, tmp_path: Path) -> None:
+    config = base_config(pki, 9, identify="pesit")
+    config["partners"] = [{"id": "PARIS", "nrpassw": "secret"}]
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(config))
+    pending = _explain(path, pki.directory / "client.pem")
+    assert pending.returncode == 4, pending.stdout
+    assert "partner    not evaluated" in pending.stdout and "NOT EVALUATED" in pending.stdout
+    assert "ACCEPT" not in pending.stdout
+    # The password is checked as the proxy checks PI 5: missing or wrong -> RCONNECT 301.
+    no_password = _explain(path, pki.directory / "client.pem", "--partner", "PARIS")
+    assert no_password.returncode == 3 and "bad_password" in no_password.stdout
+    assert "CFTH22E NPART=PARIS rejected DIAGI=403" in no_password.stdout
+    assert "pesit      RCONNECT with diagnostic 301" in no_password.stdout
+    right = _explain(path, pki.directory / "client.pem", "--partner", "PARIS", "--password", "secret")
+    assert right.returncode == 0 and right.stdout.strip().endswith("decision   ACCEPT")
+    unknown = _explain(path, pki.directory / "client.pem", "--partner", "NOBODY")
+    assert unknown.returncode == 3 and "CFTT15E NPART Not found <NPART=NOBODY>" in unknown.stdout
+
+
+def test_partner_option_needs_a_pesit_listener(pki: Pki, tmp_path: Path) -> None:
+    result = _explain(_setup(pki, tmp_path), pki.directory / "client.pem", "--partner", "PARIS")
+    assert result.returncode == 2 and "identify: none" in result.stderr

@@ -71,7 +71,7 @@ def outbound_config(pki: Pki, port: int, hosts: list[str] | None = None, **clien
 
 async def _through(sidecar: Sidecar, payload: bytes, expect: int | None = None, outbound: str = "TOPARIS") -> bytes:
     assert sidecar.runtime is not None
-    port = int(sidecar.runtime.bound_outbound_addresses[outbound].rsplit(":", 1)[1])
+    port = int(sidecar.runtime.bound_outbound[outbound].rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     received = bytearray()
     try:

@@ -146,6 +146,7 @@ class Sidecar:
         self.config_path = directory / "sidecar.yaml"
         self.write(config)
         self.runtime: Runtime | None = None
+        self.last_bound: dict[str, str] = {}  # the listeners' addresses, still readable after stop()
 
     def write(self, config: dict[str, Any]) -> None:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -157,10 +158,12 @@ class Sidecar:
 
     def port(self, listener_id: str = "PESITSSL") -> int:
         assert self.runtime is not None
-        return int(self.runtime.bound[listener_id].rsplit(":", 1)[1])
+        bound = self.runtime.bound or self.last_bound
+        return int(bound[listener_id].rsplit(":", 1)[1])
 
     async def stop(self) -> None:
         if self.runtime is not None:
+            self.last_bound = self.runtime.bound
             await self.runtime.stop(drain_timeout=1)
 
 

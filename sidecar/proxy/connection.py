@@ -1,0 +1,213 @@
+"""One connection's lifecycle, the same for inbound listeners and outbound (client mode) entries.
+
+    accepted -> Connection.open -> host.spawn(serve(conn, work)) -> work returns an Outcome
+             -> Connection.end(outcome): counters and the one `close` log line
+
+Listeners see the process through `ConnectionHost`, a narrow interface (the current snapshot, the
+stats, whether it is draining, and "run this connection"), not through the Runtime: the proxy
+modules do not import the runtime, and a test can host a listener with anything that has those four.
+
+`Connection.end` is the only place where an ended connection is counted and logged: the close line's
+`reason` and the metric label are the same `CloseReason`, and no outcome can be logged without
+being counted or the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from .. import logs
+from ..outcome import CloseReason, Outcome
+from ..policy.partners import CftMessage
+from ..snapshot import Snapshot
+from ..stats import Counters, Stats
+from ..tls.peer import TlsFacts
+from .relay import Leg, Relay
+
+_connection_ids = itertools.count(1)
+
+
+class ConnectionHost(Protocol):
+    """What a listener needs of the process that runs it."""
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    @property
+    def stats(self) -> Stats: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def spawn(self, work: Coroutine[Any, Any, None], conn: Connection) -> None: ...
+
+
+@dataclass(slots=True, kw_only=True)
+class Connection:
+    """What is known about one live connection: read by `/connections`, the close line and stats."""
+
+    id: int = field(default_factory=lambda: next(_connection_ids))  # unique in the process, both directions
+    direction: Literal["in", "out"]
+    entry: str  # the listener id (inbound) or the outbound entry id
+    peer: str  # "host:port" of the client (inbound) or of the local legacy program (outbound)
+    peer_host: str
+    counters: Counters  # the listener's or the outbound entry's
+    started: float = field(default_factory=time.monotonic)
+    facts: TlsFacts | None = None
+    partner: str | None = None
+    partner_counters: Counters | None = None
+    user: str | None = None  # SSLAUTH /USER
+    remote: str | None = None  # outbound: the partner address reached
+    parm: str | None = None  # CFT PARM of the profile: free data for the operator's tools
+    client: Leg | None = None  # the accepted leg
+    backend: Leg | None = None  # the leg we dialled: backend (inbound) or remote partner (outbound)
+    relay: Relay | None = None
+
+    @classmethod
+    def accepted(cls, leg: Leg, direction: Literal["in", "out"], entry: str, counters: Counters) -> Connection:
+        peer, peer_host = _peer_text(leg)
+        return cls(direction=direction, entry=entry, peer=peer, peer_host=peer_host, counters=counters, client=leg)
+
+    def open(self) -> None:
+        # Counted at accept, synchronously, so that a burst of accepts cannot overshoot max_connections.
+        self.counters.active += 1
+
+    def identified(self, partner_id: str, counters: Counters) -> None:
+        """The session belongs to this partner from now on (accepted or refused by its checks)."""
+        self.partner = partner_id
+        self.partner_counters = counters
+        counters.active += 1
+
+    def relaying(self) -> None:
+        self.counters.accepted += 1
+        if self.partner_counters is not None:
+            self.partner_counters.accepted += 1
+
+    def end(self, outcome: Outcome) -> None:
+        """Count the connection as ended and write its one close line."""
+        client = self.client
+        bytes_up = client.bytes_in if client is not None else 0
+        bytes_down = client.bytes_out if client is not None else 0
+        for counters in (self.counters, self.partner_counters):
+            if counters is None:
+                continue
+            counters.active -= 1
+            counters.bytes_up += bytes_up
+            counters.bytes_down += bytes_down
+            counters.record(outcome)
+        facts = self.facts
+        cert = facts.peer if facts is not None else None
+        inbound = self.direction == "in"
+        logs.event(
+            "close",
+            logging.INFO if outcome.decision == "accept" else logging.WARNING,
+            conn=self.id,
+            direction=None if inbound else "out",
+            listener=self.entry if inbound else None,
+            outbound=None if inbound else self.entry,
+            peer=self.peer,
+            remote=self.remote,
+            partner=self.partner,
+            user=self.user,
+            subject=cert.subject if cert else None,
+            issuer=cert.issuer if cert else None,
+            serial=cert.serial_hex if cert else None,
+            verified=facts.verified if facts else None,
+            tls_version=facts.tls_version if facts else None,
+            cipher=facts.cipher_name if facts else None,
+            bytes_up=bytes_up,
+            bytes_down=bytes_down,
+            duration_s=round(time.monotonic() - self.started, 4),
+            decision=outcome.decision,
+            reason=outcome.reason.value,
+            detail=outcome.detail or None,
+            rule=outcome.rule,
+            unclean_eof=(client.unclean_eof or None) if client is not None and outcome.decision == "accept" else None,
+            parm=self.parm,
+        )
+
+    def log_cft(self, message: CftMessage) -> None:
+        level = logging.ERROR if message.level == "error" else logging.WARNING
+        logs.event("cft", level, conn=self.id, listener=self.entry, peer=self.peer, partner=self.partner,
+                   msg_id=message.msg_id, msg=message.text)  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        facts = self.facts
+        cert = facts.peer if facts else None
+        return {
+            "id": self.id,
+            "direction": self.direction,
+            "listener": self.entry if self.direction == "in" else f"out:{self.entry}",
+            "peer": self.peer,
+            "partner": self.partner,
+            "user": self.user,
+            "subject": cert.subject if cert else None,
+            "verified": facts.verified if facts else None,
+            "tls_version": facts.tls_version if facts else None,
+            "cipher": facts.cipher_name if facts else None,
+            "bytes_up": self.client.bytes_in if self.client else 0,
+            "bytes_down": self.client.bytes_out if self.client else 0,
+            "age_s": round(time.monotonic() - self.started, 3),
+        }
+
+    def abort(self) -> None:
+        if self.client is not None:
+            self.client.abort()
+        if self.backend is not None:
+            self.backend.abort()
+
+
+def refuse_at_accept(leg: Leg, direction: Literal["in", "out"], entry: str, counters: Counters, draining: bool) -> None:
+    """Close a connection at once, before reading a byte: over `max_connections`, or draining."""
+    conn = Connection.accepted(leg, direction, entry, counters)
+    leg.abort()
+    conn.open()
+    reason = CloseReason.SHUTTING_DOWN if draining else CloseReason.MAX_CONNECTIONS
+    conn.end(Outcome("reject", reason))
+
+
+async def serve(conn: Connection, work: Coroutine[Any, Any, Outcome]) -> None:
+    """Run one connection's work, then end it; on shutdown or on a bug, close both sides and say why.
+
+    A bug must not take the process down: it is logged and only this connection is closed.
+    Either way the legs are released at the end (see `Leg.release`).
+    """
+    outcome = Outcome("closed", CloseReason.SHUTDOWN)  # kept if cancelled
+    try:
+        outcome = await work
+    except asyncio.CancelledError:
+        conn.abort()
+        raise
+    except Exception as exc:
+        logs.event("internal_error", logging.ERROR, conn=conn.id, error=f"{type(exc).__name__}: {exc}")
+        conn.abort()
+        outcome = Outcome("closed", CloseReason.INTERNAL_ERROR)
+    finally:
+        for leg in (conn.client, conn.backend):
+            if leg is not None:
+                leg.release()
+        conn.end(outcome)
+
+
+def relay_outcome(relay: Relay) -> Outcome:
+    """How a relayed session ended."""
+    error = relay.client.error or relay.server.error
+    if relay.timed_out:
+        return Outcome("accept", CloseReason.IDLE_TIMEOUT, error)
+    return Outcome("accept", CloseReason.RESET if error else CloseReason.EOF, error)
+
+
+def _peer_text(leg: Leg) -> tuple[str, str]:
+    """("host:port", "host") of the socket's peer."""
+    assert leg.transport is not None
+    address = leg.transport.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = str(address[0]), address[1]
+        return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), host
+    return str(address), str(address)
