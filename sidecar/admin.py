@@ -101,6 +101,11 @@ def _counter_families(prefix: str, label: str, entries: dict[str, Counters]) -> 
     errors = CounterMetricFamily(
         f"{name}connection_errors", f"Connections ended by an error, per {label} and kind.", labels=[label, "kind"]
     )
+    closed = CounterMetricFamily(
+        f"{name}connections_closed",
+        f"Connections ended, per {label} and reason: the `reason` of their close log line.",
+        labels=[label, "reason"],
+    )
     unverified = CounterMetricFamily(
         f"{name}unverified_sessions",
         f"Sessions that went on without a verified client certificate (verify: optional), per {label}.",
@@ -123,7 +128,9 @@ def _counter_families(prefix: str, label: str, entries: dict[str, Counters]) -> 
             handshakes.add_metric([key, kind], count)
         for kind, count in sorted(counters.errors.items()):
             errors.add_metric([key, kind], count)
-    yield from (accepted, active, rejected, handshakes, errors, unverified, transferred)
+        for reason, count in sorted(counters.closed.items()):
+            closed.add_metric([key, reason], count)
+    yield from (accepted, active, rejected, handshakes, errors, closed, unverified, transferred)
 
 
 def make_registry(runtime: Runtime) -> CollectorRegistry:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
-from sidecar.policy import classes as classes_module
 from sidecar.policy.classes import (
     ClassMatch,
     ClassPolicy,
@@ -194,12 +190,3 @@ def test_policy_is_a_frozen_value() -> None:
     assert policy == ClassPolicy(classes=(UserClassRule("A"),), encryption=(EncryptionRule("*", True),))
     with pytest.raises(AttributeError):
         policy.classes = ()  # type: ignore[misc]
-
-
-def test_classes_imports_no_io_module() -> None:
-    tree = ast.parse(Path(classes_module.__file__).read_text(encoding="utf-8"))
-    imported = {
-        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-    }
-    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not imported & {"asyncio", "ssl", "socket", "aiohttp", "OpenSSL", "uvloop", "selectors"}

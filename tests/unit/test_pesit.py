@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
 from sidecar import pesit
@@ -517,12 +514,3 @@ def test_logon_answer_rejects(data: bytes) -> None:
 
 
 # --- purity -------------------------------------------------------------------------------------
-
-
-def test_pesit_imports_no_io_module() -> None:
-    tree = ast.parse(Path(pesit.__file__).read_text(encoding="utf-8"))
-    imported = {
-        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-    }
-    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not imported & {"asyncio", "ssl", "socket", "aiohttp", "OpenSSL", "uvloop", "selectors"}
