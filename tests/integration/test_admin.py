@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_metrics_count_real_connections_with_bounded_labels(
-    pki: Pki, backend: EchoBackend, workdir: Path
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
     lyon = issue(pki.root, "/C=FR/O=ACME/OU=Lyon/CN=LYON")
     (workdir / "sslauth.txt").write_text("REVOKE /CN=LYON\n")
@@ -184,6 +185,11 @@ async def test_metrics_count_real_connections_with_bounded_labels(
         assert samples[("sidecar_config_generation", ())] == 1
         assert samples[("sidecar_reloads_total", (("result", "refused"),))] == 0
         assert samples[("sidecar_ready", ())] == 1
+        # Every close line is counted under the very word it logs as its reason.
+        reasons = Counter(str(line["reason"]) for line in captured_logs.of("close"))
+        assert sum(reasons.values()) == 3
+        for reason, count in reasons.items():
+            assert samples[("sidecar_connections_closed_total", (listener, ("reason", reason)))] == count
 
         # Labels come from closed sets: never a DN, a serial or an address.
         for name, labels in samples:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,101 @@ async def test_chained_outbound_then_inbound_with_pesit_identification(
     assert bytes(backend.received[0]) == connect + b"data"
     partners = [c.get("partner") for c in captured_logs.of("close")]
     assert partners.count("PARIS") == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
+async def test_reload_adds_moves_and_removes_outbound_entries(
+    pki: Pki, partner_cert: Issued, workdir: Path, captured_logs: LogCapture
+) -> None:
+    partner = TlsPartner(pki, partner_cert)
+    port = await partner.start()
+    config = outbound_config(pki, port)
+    sidecar = Sidecar(workdir, config)
+    runtime = await sidecar.start()
+    try:
+        first = int(runtime.bound_outbound["TOPARIS"].rsplit(":", 1)[1])
+        # Added: bound by the reload and serving at once.
+        config["outbound"].append({"id": "TOLYON", "listen": "127.0.0.1:0", "partner": "PARIS"})
+        sidecar.write(config)
+        assert await runtime.reload() == (2, [])
+        assert await _through(sidecar, b"lyon", outbound="TOLYON") == b"lyon"
+        assert captured_logs.of("reloaded")[-1]["outbound"] == runtime.bound_outbound
+        # Moved: the new port serves, the old one is closed.
+        moved = _free_port()
+        config["outbound"][0]["listen"] = f"127.0.0.1:{moved}"
+        sidecar.write(config)
+        assert await runtime.reload() == (3, [])
+        assert runtime.bound_outbound["TOPARIS"] == f"127.0.0.1:{moved}"
+        assert await _refused(first)
+        assert await _through(sidecar, b"paris") == b"paris"
+        # Removed: its socket is closed, the other entry still serves.
+        lyon = int(runtime.bound_outbound["TOLYON"].rsplit(":", 1)[1])
+        config["outbound"].pop()
+        sidecar.write(config)
+        assert await runtime.reload() == (4, [])
+        assert set(runtime.bound_outbound) == {"TOPARIS"}
+        assert await _refused(lyon)
+        assert await _through(sidecar, b"still") == b"still"
+    finally:
+        await sidecar.stop()
+        await partner.stop()
+
+
+async def test_an_outbound_entry_that_cannot_bind_refuses_the_reload(
+    pki: Pki, partner_cert: Issued, workdir: Path
+) -> None:
+    config = outbound_config(pki, 9)
+    sidecar = Sidecar(workdir, config)
+    runtime = await sidecar.start()
+    try:
+        before = dict(runtime.bound_outbound)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            config["outbound"][0]["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
+            sidecar.write(config)
+            generation, issues = await runtime.reload()
+        assert generation == 1 and str(issues[0]).startswith("outbound[0].listen: cannot bind")
+        assert runtime.bound_outbound == before and runtime.snapshot.generation == 1
+        assert not await _refused(int(before["TOPARIS"].rsplit(":", 1)[1]))
+    finally:
+        await sidecar.stop()
+
+
+async def test_outbound_honours_max_connections(
+    pki: Pki, partner_cert: Issued, workdir: Path, captured_logs: LogCapture
+) -> None:
+    partner = TlsPartner(pki, partner_cert)
+    config = outbound_config(pki, await partner.start())
+    config["limits"]["max_connections"] = 1
+    sidecar = Sidecar(workdir, config)
+    runtime = await sidecar.start()
+    port = int(runtime.bound_outbound["TOPARIS"].rsplit(":", 1)[1])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"held")
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"held"  # the first one is relayed
+        over = await _through(sidecar, b"x")
+        assert over == b""
+        writer.close()
+    finally:
+        await sidecar.stop()
+        await partner.stop()
+    refused = [c for c in captured_logs.of("close") if c["reason"] == "max_connections"]
+    assert refused and refused[0]["outbound"] == "TOPARIS" and refused[0]["direction"] == "out"
+    counters = runtime.stats.outbound_entry("TOPARIS")
+    assert counters.errors["max_connections"] == 1 and counters.closed["max_connections"] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,22 @@ async def test_identify_certificate_uses_the_verified_cn(pki: Pki, workdir: Path
         await backend.stop()
     assert answer == b""
     assert captured_logs.of("close")[0]["reason"] == "unknown_partner"
+
+
+async def test_unreachable_backend_answers_rconnect_302(pki: Pki, workdir: Path, captured_logs: LogCapture) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    sidecar = Sidecar(workdir, _config(pki, port))
+    await sidecar.start()
+    try:
+        connect = pesit.frame(pesit.encode_connect("PARIS", "SERVER", src=9), True)
+        answer = await _call(sidecar.port(), pki, [connect], 100)
+    finally:
+        await sidecar.stop()
+    assert answer == pesit.frame(pesit.encode_rconnect(9, 302), True)
+    close = captured_logs.of("close")[0]
+    assert (close["decision"], close["reason"], close["partner"]) == ("error", "backend_unreachable", "PARIS")
+    stats = sidecar.runtime.stats  # type: ignore[union-attr]
+    assert stats.listener("PESITSSL").errors == {"backend_unreachable": 1}
+    assert stats.partner("PARIS").closed == {"backend_unreachable": 1} and stats.partner("PARIS").active == 0
