@@ -100,7 +100,9 @@ class Runtime:
 
     async def _bind(self, address: Address, plan: Plan, *, start_serving: bool) -> BoundServer:
         entry: InboundListener | OutboundListener = (
-            InboundListener(self, plan) if isinstance(plan, ListenerPlan) else OutboundListener(self, plan)
+            InboundListener(self, plan.listener.id, plan)
+            if isinstance(plan, ListenerPlan)
+            else OutboundListener(self, plan.outbound.id, plan)
         )
         server = await asyncio.get_running_loop().create_server(
             entry.make_leg, address.host, address.port, backlog=1024, reuse_address=True, start_serving=start_serving

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from .. import logs
 from ..outcome import CloseReason, Outcome
@@ -161,6 +161,49 @@ class Connection:
             self.client.abort()
         if self.backend is not None:
             self.backend.abort()
+
+
+PlanT = TypeVar("PlanT")
+
+
+class Acceptor(Generic[PlanT]):
+    """Accepts connections for one listener or outbound entry and starts each one's lifecycle.
+
+    Subclasses say which counters a connection feeds and what its work is (`begin`); the limit,
+    the draining refusal and the spawning are the same in both directions.
+    """
+
+    direction: Literal["in", "out"]
+
+    def __init__(self, host: ConnectionHost, entry_id: str, plan: PlanT) -> None:
+        self.host = host
+        self.entry_id = entry_id
+        self.plan = plan  # replaced by the runtime when a reload changes the entry
+        self.loop = asyncio.get_running_loop()
+
+    def make_leg(self) -> Leg:
+        """The protocol factory handed to `create_server`."""
+        leg = Leg("client" if self.direction == "in" else "local", self.loop)
+        leg.on_connection_made = self._accepted
+        return leg
+
+    def counters(self, stats: Stats) -> Counters:
+        raise NotImplementedError
+
+    def begin(self, conn: Connection, leg: Leg, plan: PlanT, snapshot: Snapshot) -> Coroutine[Any, Any, Outcome]:
+        """Prepare the accepted connection (synchronously) and return its work."""
+        raise NotImplementedError
+
+    def _accepted(self, leg: Leg) -> None:
+        host = self.host
+        snapshot = host.snapshot
+        counters = self.counters(host.stats)
+        if counters.active >= snapshot.config.limits.max_connections or host.draining:
+            refuse_at_accept(leg, self.direction, self.entry_id, counters, host.draining)
+            return
+        conn = Connection.accepted(leg, self.direction, self.entry_id, counters)
+        conn.open()
+        host.spawn(serve(conn, self.begin(conn, leg, self.plan, snapshot)), conn)
 
 
 def refuse_at_accept(leg: Leg, direction: Literal["in", "out"], entry: str, counters: Counters, draining: bool) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from .. import logs, pesit
 from ..outcome import CloseReason, Outcome
@@ -21,10 +23,11 @@ from ..policy.decision import Decision, Reason
 from ..policy.partners import CftMessage
 from ..policy.verdict import PesitClaim, SessionFacts, Verdict, judge, judge_listener
 from ..snapshot import ListenerPlan, Snapshot
+from ..stats import Counters, Stats
 from ..tls.engine import TlsEndpoint, TlsError
 from ..tls.peer import TlsFacts
 from . import proxyproto
-from .connection import Connection, ConnectionHost, refuse_at_accept, relay_outcome, serve
+from .connection import Acceptor, Connection, relay_outcome
 from .relay import TLS_RECORD_HANDSHAKE, Leg, Relay
 
 
@@ -44,36 +47,21 @@ class Session:
         return pesit.frame(pesit.encode_rconnect(self.connect.src, diagnostic), framed)
 
 
-class InboundListener:
+class InboundListener(Acceptor[ListenerPlan]):
     """Accepts connections for one listener and runs each through the inbound path."""
 
-    def __init__(self, host: ConnectionHost, plan: ListenerPlan) -> None:
-        self.host = host
-        self.plan = plan  # replaced by the runtime when a reload changes the listener
-        self.listener_id = plan.listener.id
-        self.loop = asyncio.get_running_loop()
+    direction = "in"
 
-    def make_leg(self) -> Leg:
-        leg = Leg("client", self.loop)
-        leg.on_connection_made = self._accepted
-        return leg
+    def counters(self, stats: Stats) -> Counters:
+        return stats.listener(self.entry_id)
 
-    def _accepted(self, leg: Leg) -> None:
-        host = self.host
-        snapshot = host.snapshot
-        plan = self.plan
-        counters = host.stats.listener(self.listener_id)
-        if counters.active >= snapshot.config.limits.max_connections or host.draining:
-            refuse_at_accept(leg, "in", self.listener_id, counters, host.draining)
-            return
-        conn = Connection.accepted(leg, "in", self.listener_id, counters)
-        conn.open()
+    def begin(self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot) -> Coroutine[Any, Any, Outcome]:
         if plan.profile is not None:
             conn.parm = plan.profile.profile.parm
             if plan.listener.plaintext == "refuse":
                 assert plan.profile.context is not None
                 leg.start_tls(TlsEndpoint(plan.profile.context, server_side=True))
-        host.spawn(serve(conn, self._run(conn, leg, plan, snapshot)), conn)
+        return self._run(conn, leg, plan, snapshot)
 
     async def _run(self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot) -> Outcome:
         limits = snapshot.config.limits

@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Coroutine
 from functools import partial
+from typing import Any
 
 from .. import logs
 from ..outcome import CloseReason, Outcome
 from ..policy.verdict import judge_server
 from ..snapshot import OutboundPlan, Snapshot
+from ..stats import Counters, Stats
 from ..tls.engine import TlsEndpoint, TlsError
-from .connection import Connection, ConnectionHost, refuse_at_accept, relay_outcome, serve
+from .connection import Acceptor, Connection, relay_outcome
 from .relay import Leg, Relay
 
 
@@ -32,32 +35,19 @@ def _is_name(host: str) -> bool:
     return False
 
 
-class OutboundListener:
-    def __init__(self, host: ConnectionHost, plan: OutboundPlan) -> None:
-        self.host = host
-        self.plan = plan  # replaced by the runtime when a reload changes the entry
-        self.outbound_id = plan.outbound.id
-        self.loop = asyncio.get_running_loop()
+class OutboundListener(Acceptor[OutboundPlan]):
+    """Accepts the legacy server's local connections for one outbound entry."""
 
-    def make_leg(self) -> Leg:
-        leg = Leg("local", self.loop)
-        leg.on_connection_made = self._accepted
-        return leg
+    direction = "out"
 
-    def _accepted(self, leg: Leg) -> None:
-        host = self.host
-        snapshot = host.snapshot
-        plan = self.plan
-        counters = host.stats.outbound_entry(self.outbound_id)
-        if counters.active >= snapshot.config.limits.max_connections or host.draining:
-            refuse_at_accept(leg, "out", self.outbound_id, counters, host.draining)
-            return
-        conn = Connection.accepted(leg, "out", self.outbound_id, counters)
-        conn.open()
-        conn.identified(plan.partner.id, host.stats.partner(plan.partner.id))
+    def counters(self, stats: Stats) -> Counters:
+        return stats.outbound_entry(self.entry_id)
+
+    def begin(self, conn: Connection, leg: Leg, plan: OutboundPlan, snapshot: Snapshot) -> Coroutine[Any, Any, Outcome]:
+        conn.identified(plan.partner.id, self.host.stats.partner(plan.partner.id))
         conn.parm = plan.profile.profile.parm
         leg.pause_reading()  # nothing is read from the legacy side until the partner is reached and checked
-        host.spawn(serve(conn, self._run(conn, leg, plan, snapshot)), conn)
+        return self._run(conn, leg, plan, snapshot)
 
     async def _dial(self, plan: OutboundPlan, limits_timeout: float) -> tuple[Leg, str] | tuple[None, str]:
         port = plan.partner.sap
@@ -100,7 +90,7 @@ class OutboundListener:
         conn.facts = facts
         if not facts.verified:
             logs.event(
-                "server_not_verified", logging.WARNING, conn=conn.id, outbound=self.outbound_id, remote=where,
+                "server_not_verified", logging.WARNING, conn=conn.id, outbound=self.entry_id, remote=where,
                 verify=profile.profile.verify, errors=[str(e) for e in facts.verify_errors] or None,
             )  # fmt: skip
         verdict = judge_server(profile.policy, facts)
