@@ -51,7 +51,6 @@ class CloseReason(StrEnum):
     PARTNER_PROFILE = "partner_profile"
     ENCRYPTION_REQUIRED = "encryption_required"
     PROTOCOL = "protocol"
-    PLAINTEXT = "plaintext"
     IDENTIFICATION_TIMEOUT = "identification_timeout"
     # The destination (backend, or remote partner in client mode) failed us.
     BACKEND_UNREACHABLE = "backend_unreachable"

@@ -170,6 +170,3 @@ def decide(steps: list[CheckStep]) -> Decision:
             return Decision.deny(_REASONS.get(step.name, Reason.PROTOCOL), step.detail, step.rule_ref)
     return Decision.allow()
 
-
-def check_profile(policy: ProfilePolicy, facts: TlsFacts, *, partner_checks: bool = False) -> Decision:
-    return decide(profile_steps(policy, facts, partner_checks=partner_checks))

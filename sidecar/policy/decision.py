@@ -25,7 +25,6 @@ class Reason(StrEnum):
     PARTNER_PROFILE = "partner_profile"  # partner's SSL profile missing and missing_partner_profile=reject
     ENCRYPTION_REQUIRED = "encryption_required"
     PROTOCOL = "protocol"  # malformed or unexpected bytes from the client (PeSIT, plaintext refused)
-    PLAINTEXT = "plaintext"  # a non-TLS client on a TLS-only listener
     IDENTIFICATION_TIMEOUT = "identification_timeout"  # no PeSIT CONNECT within the handshake deadline
 
 

@@ -43,10 +43,6 @@ class CompiledProfile:
     context: SSL.Context | None  # None for a server profile used only for partner checks
     policy: ProfilePolicy
 
-    @property
-    def tls13_enabled(self) -> bool:
-        return any(suite.tls13 for suite in self.suites) and self.profile.version.max == "tls1.3"
-
 
 def resolve_ciphlist(profile: Profile, issues: list[Issue]) -> tuple[CipherSuite, ...]:
     table = catalog()
