@@ -16,24 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
 import logging
 import signal
 import socket
 import ssl
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import logs
 from .errors import ConfigError
+from .testing.echo import EchoBackend
+from .testing.pki import issue, make_ca, make_crl
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # an outcome differed from its expectation, or the demo could not start
@@ -47,118 +45,6 @@ PARTNERS_CA_DN = "CN=ACME Partners CA"
 # A TLS 1.2 suite that this build can negotiate but the demo profile does not list.
 REFUSED_CIPHER = "ECDHE-ECDSA-CHACHA20-POLY1305"
 CLIENT_TIMEOUT = 5.0
-
-_ATTRIBUTES = {
-    "C": NameOID.COUNTRY_NAME,
-    "O": NameOID.ORGANIZATION_NAME,
-    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "CN": NameOID.COMMON_NAME,
-}
-
-
-# ---- PKI ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Issued:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-    chain: tuple[x509.Certificate, ...] = ()  # intermediates sent along with `cert`
-
-    def cert_pem(self) -> bytes:
-        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.cert, *self.chain))
-
-    def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-
-    def write(self, directory: Path, stem: str) -> tuple[Path, Path]:
-        cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
-        cert_path.write_bytes(self.cert_pem())
-        _write_private(key_path, self.key_pem())
-        return cert_path, key_path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    # Throwaway keys, but a demo should not teach world-readable private keys.
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(data)
-
-
-def _name(dn: str) -> x509.Name:
-    """'/C=FR/O=ACME/CN=x' -> x509.Name, attributes in that order."""
-    pairs = (part.split("=", 1) for part in dn.split("/") if part)
-    return x509.Name([x509.NameAttribute(_ATTRIBUTES[key], value) for key, value in pairs])
-
-
-def _builder(
-    subject: str, issuer: x509.Name | None, key: ec.EllipticCurvePrivateKey, days: int
-) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.UTC)
-    name = _name(subject)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer if issuer is not None else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))  # tolerate a clock a little behind
-        .not_valid_after(now + dt.timedelta(days=days))
-    )
-
-
-def make_ca(subject: str, issuer: Issued | None = None, path_length: int | None = None) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        _builder(subject, issuer.cert.subject if issuer else None, key, 365)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        # Key usage: keyCertSign and cRLSign only.
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    cert = builder.sign(issuer.key if issuer else key, hashes.SHA256())
-    return Issued(cert, key)
-
-
-def issue(ca: Issued, subject: str, *, server: bool = False) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    if server:
-        # Also a client usage: the same certificate serves as usercid of an outbound (client) profile.
-        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
-    builder = (
-        _builder(subject, ca.cert.subject, key, 90)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        # Key usage: digitalSignature only, what an ECDSA TLS peer needs.
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
-    )
-    if server:
-        names: list[x509.GeneralName] = [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    cert = builder.sign(ca.key, hashes.SHA256())
-    # A certificate from an intermediate travels with it: the peer may trust only the root.
-    intermediates = (ca.cert,) if ca.cert.issuer != ca.cert.subject else ()
-    return Issued(cert, key, intermediates)
-
-
-def make_crl(ca: Issued, revoked: list[x509.Certificate]) -> bytes:
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.cert.subject)
-        .last_update(now - dt.timedelta(days=1))
-        .next_update(now + dt.timedelta(days=30))
-    )
-    for cert in revoked:
-        entry = x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(now).build()
-        builder = builder.add_revoked_certificate(entry)
-    return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
 
 def serial_colons(cert: x509.Certificate) -> str:
     text = format(cert.serial_number, "X")
@@ -255,7 +141,8 @@ def write_pki(directory: Path) -> DemoFiles:
     stranger_ca = make_ca("/C=XX/O=Elsewhere/CN=Elsewhere CA")
     directory.joinpath("root-ca.pem").write_bytes(root.cert_pem())
     directory.joinpath("partners-ca.pem").write_bytes(partners.cert_pem())
-    issue(root, "/C=FR/O=ACME/CN=localhost", server=True).write(directory, "server")
+    # Also a client usage: the same certificate serves as usercid of an outbound (client) profile.
+    issue(root, "/C=FR/O=ACME/CN=localhost", server=True, ip="127.0.0.1", days=(-1, 90)).write(directory, "server")
 
     paris_dn = "/C=FR/O=ACME/OU=Paris/CN=PARIS"
     clients = {
@@ -268,7 +155,7 @@ def write_pki(directory: Path) -> DemoFiles:
     }
     for stem, issued in clients.items():
         issued.write(directory, f"client-{stem}")
-    directory.joinpath("partners.crl").write_bytes(make_crl(partners, [clients["paris-crl"].cert]))
+    directory.joinpath("partners.crl").write_bytes(make_crl(partners, [clients["paris-crl"].cert.serial_number]))
     revoked_serial = serial_colons(clients["paris-old"].cert)
     yesterday = (dt.date.today() - dt.timedelta(days=1)).strftime("%Y%m%d")
     directory.joinpath(SSLAUTH_NAME).write_text(
@@ -332,46 +219,6 @@ limits: {{handshake_timeout: 5, connect_timeout: 2, drain_timeout: 2}}
 
 logging: {{format: json, level: info}}
 """
-
-
-# ---- the backend --------------------------------------------------------------------------------
-@dataclass
-class EchoService:
-    """The plaintext "transfer service": echoes every byte and counts what reached it."""
-
-    server: asyncio.Server | None = None
-    connections: int = 0
-    received: int = 0
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._writers.add(writer)
-        try:
-            while data := await reader.read(65536):
-                self.received += len(data)
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
-
-    async def stop(self) -> None:
-        if self.server is None:
-            return
-        self.server.close()
-        for writer in list(self._writers):
-            writer.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.server.wait_closed(), 2)
 
 
 # ---- watching the proxy's decisions -------------------------------------------------------------
@@ -502,7 +349,7 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join([line("  ", header), separator, *body])
 
 
-def report(outcomes: list[Outcome], echo: EchoService, files: DemoFiles, kept: bool) -> str:
+def report(outcomes: list[Outcome], echo: EchoBackend, files: DemoFiles, kept: bool) -> str:
     width = max(len(s.label) for s in SHOWCASE)
     lines = ["Showcase clients (stdlib ssl, each sends one line and waits for its echo):"]
     lines += [f"  {s.label.ljust(width)}  {s.story}" for s in SHOWCASE]
@@ -516,8 +363,8 @@ def report(outcomes: list[Outcome], echo: EchoService, files: DemoFiles, kept: b
             )
     matched = sum(o.matched for o in outcomes)
     accepted = [o for o in outcomes if o.outcome == "accepted"]
-    backend = f"Backend (plaintext echo): {echo.connections} connection(s), {echo.received} bytes received"
-    if echo.connections == len(accepted) and echo.received == sum(o.sent for o in accepted):
+    backend = f"Backend (plaintext echo): {len(echo.connections)} connection(s), {echo.received} bytes received"
+    if len(echo.connections) == len(accepted) and echo.received == sum(o.sent for o in accepted):
         backend += ": the accepted clients' bytes, nothing from a rejected one."
     lines += [
         "",
@@ -553,7 +400,7 @@ async def _demo(directory: Path, *, once: bool, kept: bool) -> int:
     stop_requested = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
-    echo = EchoService()
+    echo = EchoBackend()
     log_stream: IO[str] | None = None
     saved_handlers, saved_level = list(logs.LOGGER.handlers), logs.LOGGER.level
     runtime: Runtime | None = None

@@ -9,8 +9,9 @@ import pytest
 import uvloop
 
 from sidecar import logs
+from sidecar.testing.echo import EchoBackend
 
-from .support.env import EchoBackend, Pki
+from .support.env import Pki
 
 
 def pytest_asyncio_loop_factories(

@@ -169,4 +169,3 @@ def decide(steps: list[CheckStep]) -> Decision:
         if step.outcome == "fail":
             return Decision.deny(_REASONS.get(step.name, Reason.PROTOCOL), step.detail, step.rule_ref)
     return Decision.allow()
-

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from sidecar.testing.pki import issue
+
 from ..support.env import Pki, base_config
-from ..support.pki import issue
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 

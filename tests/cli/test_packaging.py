@@ -31,7 +31,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from ..support.pki import issue, make_ca, make_crl
+from sidecar.testing.pki import issue, make_ca, make_crl
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.yaml"

@@ -19,10 +19,11 @@ from sidecar.admin import AdminServer, start_admin
 from sidecar.config import Address, Admin
 from sidecar.runtime import Runtime
 from sidecar.snapshot import load_snapshot
+from sidecar.testing.echo import EchoBackend
+from sidecar.testing.pki import issue
 
 from ..conftest import LogCapture
-from ..support.env import EchoBackend, Pki, Sidecar, base_config, tls_exchange
-from ..support.pki import issue
+from ..support.env import Pki, Sidecar, base_config, tls_exchange
 
 TOKEN = "s3cret-admin-token-0123456789"
 

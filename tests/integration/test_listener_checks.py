@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.testing.echo import EchoBackend
+
 from ..conftest import LogCapture
-from ..support.env import EchoBackend, Pki, Sidecar, base_config, tls_exchange
+from ..support.env import Pki, Sidecar, base_config, tls_exchange
 
 TLS12 = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
 TLS13 = (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import pesit
+from sidecar.testing.echo import EchoBackend
+from sidecar.testing.pki import issue
 
 from ..conftest import LogCapture
-from ..support.env import EchoBackend, Pki, Sidecar, base_config, tls_exchange
-from ..support.pki import issue
+from ..support.env import Pki, Sidecar, base_config, tls_exchange
 
 
 def _optional(pki: Pki, port: int, **profile: Any) -> dict[str, Any]:

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from sidecar import pesit
+from sidecar.testing.pki import Issued, issue
 
 from ..conftest import LogCapture
 from ..support.env import Pki, Sidecar, base_config
 from ..support.pesit_backend import PesitBackend
-from ..support.pki import Issued, issue
 
 
 class TlsPartner:

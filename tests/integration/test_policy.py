@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from sidecar.testing.echo import EchoBackend
+from sidecar.testing.pki import issue, make_ca, make_crl
+
 from ..conftest import LogCapture
-from ..support.env import EchoBackend, Pki, Sidecar, base_config, tls_exchange
-from ..support.pki import issue, make_ca, make_crl
+from ..support.env import Pki, Sidecar, base_config, tls_exchange
 
 
 async def _outcome(workdir: Path, config: dict[str, Any], pki: Pki, cert: Any, stem: str) -> bytes | None:

@@ -6,8 +6,9 @@ import struct
 from pathlib import Path
 
 from sidecar import pesit
+from sidecar.testing.echo import EchoBackend
 
-from ..support.env import EchoBackend, Pki, Sidecar, base_config, tls_exchange
+from ..support.env import Pki, Sidecar, base_config, tls_exchange
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 

@@ -27,9 +27,11 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
+from sidecar.testing.echo import EchoBackend
+from sidecar.testing.pki import Issued, issue
+
 from ..conftest import LogCapture
-from ..support.env import EchoBackend, Pki, tls_exchange
-from ..support.pki import Issued, issue
+from ..support.env import Pki, tls_exchange
 from .test_admin import TOKEN, AdminSidecar, admin_config, get_json, running
 
 SIDECAR = [sys.executable, "-m", "sidecar"]

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from sidecar.proxy.relay import Leg, Relay
+from sidecar.testing.echo import EchoBackend
+from sidecar.testing.pki import issue
 
 from ..conftest import LogCapture
-from ..support.env import EchoBackend, Pki, Sidecar, base_config, tls_exchange
-from ..support.pki import issue
+from ..support.env import Pki, Sidecar, base_config, tls_exchange
 
 VERSIONS = {
     "tls1.2": (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,7 @@ import yaml
 
 from sidecar.runtime import Runtime
 from sidecar.snapshot import load_snapshot
-
-from .pki import Issued, issue, make_ca
+from sidecar.testing.pki import Issued, issue, make_ca
 
 
 @dataclass
@@ -91,51 +89,6 @@ def base_config(pki: Pki, backend_port: int, **listener: Any) -> dict[str, Any]:
         "limits": {"handshake_timeout": 5, "idle_timeout": 30, "connect_timeout": 2, "drain_timeout": 2},
         "logging": {"format": "json", "level": "debug"},
     }
-
-
-class EchoBackend:
-    """A plaintext backend: echoes what it receives and remembers every connection's bytes."""
-
-    def __init__(self, on_data: Callable[[bytes], bytes] | None = None) -> None:
-        self.connections: list[bytearray] = []
-        self.server: asyncio.Server | None = None
-        self.on_data = on_data
-        self._writers: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        received = bytearray()
-        self.connections.append(received)
-        self._writers.append(writer)
-        try:
-            while data := await reader.read(65536):
-                received.extend(data)
-                writer.write(self.on_data(data) if self.on_data else data)
-                await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for writer in self._writers:
-                writer.close()
-            await self.server.wait_closed()
 
 
 class Sidecar:
