@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, logs
+from . import logs
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -27,11 +27,26 @@ EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: one component per line (argparse's own action would re-wrap them into one paragraph)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from .tls.bindings import versions
+
+        print("\n".join(versions().lines()))
+        parser.exit(EXIT_OK)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar", description="Mutual-TLS reverse proxy for legacy managed-file-transfer servers."
     )
-    parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the versions of sidecar, its TLS library and Python, and exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the proxy until SIGTERM/SIGINT")
@@ -86,9 +101,21 @@ def _print_issues(error: ConfigError) -> None:
         print(f"error: {issue}", file=sys.stderr)
 
 
+def _bindings_refusal() -> str | None:
+    """The line to refuse to start with when the TLS engine's private bindings are not all there."""
+    from .tls.bindings import missing_bindings, refusal, versions
+
+    missing = missing_bindings()
+    return refusal(missing, versions()) if missing else None
+
+
 def _check(config_path: Path) -> int:
     from .snapshot import load_snapshot
 
+    refused = _bindings_refusal()
+    if refused is not None:
+        print(f"error: {refused}", file=sys.stderr)
+        return EXIT_RUNTIME
     try:
         snapshot = load_snapshot(config_path)
     except ConfigError as exc:
@@ -122,10 +149,14 @@ def _no_tickets_unless_wanted(config_path: Path) -> None:
 
 
 def _run(config_path: Path) -> int:
-    _no_tickets_unless_wanted(config_path)
+    _no_tickets_unless_wanted(config_path)  # before the first use of the TLS library, the check below included
     from .snapshot import load_snapshot
 
     logs.configure()
+    refused = _bindings_refusal()
+    if refused is not None:
+        logs.event("start_failed", logging.ERROR, component="tls", error=refused)
+        return EXIT_RUNTIME
     try:
         snapshot = load_snapshot(config_path)
     except ConfigError as exc:
