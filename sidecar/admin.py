@@ -29,8 +29,9 @@ from .config import Address
 from .config import Admin as AdminConfig
 from .errors import ConfigError, Issue
 from .runtime import Runtime
-from .snapshot import _read_token
+from .snapshot import Snapshot, _read_token
 from .stats import Counters
+from .tls.bindings import versions
 
 RUNTIME = web.AppKey("runtime", Runtime)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -44,6 +45,7 @@ class RuntimeCollector:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.versions = versions()  # what runs does not change while it runs
 
     def collect(self) -> Iterable[Metric]:
         runtime = self.runtime
@@ -71,6 +73,40 @@ class RuntimeCollector:
         for result in ("ok", "refused"):
             reloads.add_metric([result], stats.reloads[result])
         yield reloads
+        build = GaugeMetricFamily(
+            "sidecar_build_info",
+            "Always 1: the sidecar version, the OpenSSL that terminates TLS, and Python.",
+            labels=["version", "openssl", "python"],
+        )
+        build.add_metric([self.versions.sidecar, self.versions.openssl, self.versions.python], 1)
+        yield build
+        yield from _expiry_families(snapshot)
+
+
+def _expiry_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """When the configured certificates and CRLs run out: what operators alert on, weeks ahead.
+
+    One series per pki id and per configured CRL file: both sets come from the configuration.
+    """
+    expiry = GaugeMetricFamily(
+        "sidecar_certificate_expiry_timestamp_seconds",
+        "notAfter of the certificates a pki id names, as a Unix time; for a chain (or a file of several"
+        " CAs) the earliest notAfter among them.",
+        labels=["pki_id"],
+    )
+    for pki_id, certs in sorted(snapshot.pki_certs.items()):
+        if certs:
+            expiry.add_metric([pki_id], min(cert.not_valid_after_utc for cert in certs).timestamp())
+    yield expiry
+    crl = GaugeMetricFamily(
+        "sidecar_crl_next_update_timestamp_seconds",
+        "nextUpdate of each configured CRL file, as a Unix time (no series for a CRL without nextUpdate).",
+        labels=["file"],
+    )
+    for file, next_update in sorted(snapshot.crl_next_update.items()):
+        if next_update is not None:
+            crl.add_metric([file], next_update.timestamp())
+    yield crl
 
 
 def _with_configured(counters: dict[str, Counters], configured: Iterable[str]) -> dict[str, Counters]:
@@ -142,11 +178,22 @@ def make_registry(runtime: Runtime) -> CollectorRegistry:
 
 
 # ---- the application ----------------------------------------------------------------------------
-def make_admin_app(runtime: Runtime, *, token: str | None = None) -> web.Application:
-    """The admin Application for one runtime; with `token`, every request must carry it as a Bearer."""
+# What `admin.health_without_token: true` opens to requests without the token: the probes, read-only.
+PROBE_ROUTES = frozenset({("GET", "/healthz"), ("HEAD", "/healthz"), ("GET", "/readyz"), ("HEAD", "/readyz")})
+
+
+def make_admin_app(
+    runtime: Runtime, *, token: str | None = None, health_without_token: bool = False
+) -> web.Application:
+    """The admin Application for one runtime; with `token`, every request must carry it as a Bearer.
+
+    With `health_without_token`, the probes (`GET /healthz`, `GET /readyz`) answer without it, so a
+    Kubernetes `httpGet` probe, which cannot read a token file, can reach them; every other route
+    still needs the token.
+    """
     middlewares: list[Middleware] = [_json_errors]
     if token is not None:
-        middlewares.append(_bearer(token))
+        middlewares.append(_bearer(token, PROBE_ROUTES if health_without_token else frozenset()))
     app = web.Application(middlewares=middlewares)
     app[RUNTIME] = runtime
     app[REGISTRY] = make_registry(runtime)
@@ -174,11 +221,13 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
 
 
-def _bearer(token: str) -> Middleware:
+def _bearer(token: str, open_routes: frozenset[tuple[str, str]]) -> Middleware:
     expected = token.encode()
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (request.method, request.path) in open_routes:
+            return await handler(request)
         # Checked before routing has any visible effect: without the token, even a 404 or 405 is a 401.
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         # Compared as bytes: compare_digest refuses non-ASCII str, and a header may hold anything.
@@ -280,7 +329,8 @@ async def start_admin(runtime: Runtime, admin_config: AdminConfig) -> AdminServe
     token = read_token(admin_config)
     # access_log=None: one line per health probe would drown the connection log; the admin API
     # is observed through its own effects (reload events).
-    runner = web.AppRunner(make_admin_app(runtime, token=token), access_log=None, shutdown_timeout=2.0)
+    app = make_admin_app(runtime, token=token, health_without_token=admin_config.health_without_token)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     listen = admin_config.listen
     try:
@@ -295,4 +345,12 @@ async def start_admin(runtime: Runtime, admin_config: AdminConfig) -> AdminServe
     return AdminServer(runner, address)
 
 
-__all__ = ["AdminServer", "RuntimeCollector", "make_admin_app", "make_registry", "read_token", "start_admin"]
+__all__ = [
+    "PROBE_ROUTES",
+    "AdminServer",
+    "RuntimeCollector",
+    "make_admin_app",
+    "make_registry",
+    "read_token",
+    "start_admin",
+]

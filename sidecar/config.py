@@ -164,6 +164,7 @@ class EncryptionEntry:
 class Admin:
     listen: Address
     token_file: Path | None = None
+    health_without_token: bool = False  # /healthz and /readyz answer without the token (httpGet probes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -703,16 +704,17 @@ def _parse_encryption(reader: _Reader, item: Any, index: int) -> EncryptionEntry
 def _parse_admin(reader: _Reader, value: Any) -> Admin | None:
     if value is None:
         return None
-    data = reader.mapping(value, "admin", ("listen", "token_file"))
+    data = reader.mapping(value, "admin", ("listen", "token_file", "health_without_token"))
     if data is None:
         return None
     listen = reader.address(data.get("listen", "127.0.0.1:9901"), "admin.listen")
     token_file = reader.optional(data, "token_file", reader.path, "admin")
+    health_without_token = reader.boolean(data.get("health_without_token", False), "admin.health_without_token")
     if listen is None:
         return None
     if not listen.is_loopback and token_file is None:
         reader.problem("admin.token_file", f"is required when admin.listen ({listen}) is not a loopback address")
-    return Admin(listen=listen, token_file=token_file)
+    return Admin(listen=listen, token_file=token_file, health_without_token=bool(health_without_token))
 
 
 def _parse_limits(reader: _Reader, value: Any) -> Limits:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -103,12 +104,17 @@ def _cert_public_der(cert: x509.Certificate) -> bytes:
 
 
 def load_crls(
-    paths: Iterable[Path], anchors: Iterable[x509.Certificate], where: str, issues: list[Issue]
+    paths: Iterable[Path],
+    anchors: Iterable[x509.Certificate],
+    where: str,
+    issues: list[Issue],
+    next_updates: dict[Path, datetime | None] | None = None,
 ) -> frozenset[tuple[str, int]]:
     """Revoked (issuer one-line DN, serial) pairs of CRLs signed by one of `anchors`.
 
     A CRL whose signature does not verify with a trusted CA's key is refused: an unsigned list could
-    otherwise revoke anyone, or be replaced by an empty one.
+    otherwise revoke anyone, or be replaced by an empty one. The nextUpdate of each accepted file
+    goes into `next_updates` when given (the metrics show it).
     """
     trusted = list(anchors)
     revoked: set[tuple[str, int]] = set()
@@ -125,6 +131,8 @@ def load_crls(
         if not any(_signed_by(crl, ca) for ca in signers):
             issues.append(Issue(f"{where}[{i}]", f"{crl_path}: not signed by a CA of the profile's rootcid"))
             continue
+        if next_updates is not None:
+            next_updates[crl_path] = crl.next_update_utc
         issuer = oneline(name_rdns(crl.issuer))
         revoked.update((issuer, entry.serial_number) for entry in crl)
     return frozenset(revoked)

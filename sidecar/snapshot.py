@@ -9,6 +9,7 @@ connection keeps the snapshot it was accepted under.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -47,7 +48,9 @@ class Snapshot:
     outbound: dict[str, OutboundPlan] = field(default_factory=dict)
     partners: PartnerBook = field(default_factory=PartnerBook)
     classes: ClassPolicy = field(default_factory=lambda: ClassPolicy((), ()))
-    pki_certs: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)  # for explain
+    pki_certs: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)  # for explain and metrics
+    # nextUpdate of every CRL file the profiles name, keyed by the file as configured (None: the CRL has none)
+    crl_next_update: dict[str, datetime | None] = field(default_factory=dict)
 
     def server_profile(self, profile_id: str) -> CompiledProfile | None:
         return self.profiles.get((profile_id, "server"))
@@ -97,8 +100,11 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
     issues.extend(pki_issues)
     needed = _profiles_needing_context(config)
     profiles: dict[tuple[str, str], CompiledProfile] = {}
+    crl_next_update: dict[Path, datetime | None] = {}
     for profile in config.profiles:
-        compiled = _compile(profile, pki, issues, with_context=(profile.id, profile.direct) in needed)
+        compiled = _compile(
+            profile, pki, issues, with_context=(profile.id, profile.direct) in needed, next_updates=crl_next_update
+        )
         if compiled is not None:
             profiles[(profile.id, profile.direct)] = compiled
 
@@ -163,6 +169,7 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
         outbound=outbound,
         classes=classes,
         pki_certs={pki_id: material.certs for pki_id, material in pki.items()},
+        crl_next_update={_as_configured(path, config.source.parent): when for path, when in crl_next_update.items()},
     )
 
 
@@ -180,13 +187,23 @@ def _class_policy(config: Config, issues: list[Issue]) -> ClassPolicy:
 
 
 def _compile(
-    profile: Profile, pki: dict[str, PkiMaterial], issues: list[Issue], *, with_context: bool
+    profile: Profile,
+    pki: dict[str, PkiMaterial],
+    issues: list[Issue],
+    *,
+    with_context: bool,
+    next_updates: dict[Path, datetime | None] | None = None,
 ) -> CompiledProfile | None:
     revoked = None
     if profile.crl:
         anchors = [cert for root in profile.rootcid if root in pki for cert in pki[root].certs]
-        revoked = load_crls(profile.crl, anchors, f"{profile.path}.crl", issues)
+        revoked = load_crls(profile.crl, anchors, f"{profile.path}.crl", issues, next_updates)
     return compile_profile(profile, pki, issues, with_context=with_context, revoked=revoked)
+
+
+def _as_configured(path: Path, config_dir: Path) -> str:
+    """A file as the operator wrote it: relative to the config file's folder when inside it."""
+    return str(path.relative_to(config_dir)) if path.is_relative_to(config_dir) else str(path)
 
 
 def _load_rules(path: Path, config_dir: Path, issues: list[Issue]) -> RuleSet | None:
