@@ -173,11 +173,14 @@ def _run(config_path: Path) -> int:
 
 async def _serve(config_path: Path, snapshot: object) -> int:
     from .admin import start_admin
+    from .notify import Notifier
     from .runtime import Runtime
     from .snapshot import Snapshot
 
     assert isinstance(snapshot, Snapshot)
     runtime = Runtime(config_path, snapshot)
+    notifier = Notifier.from_environment(os.environ)  # systemd Type=notify; inert without $NOTIFY_SOCKET
+    runtime.around_reload = notifier.reloading
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     reloads: set[asyncio.Task[object]] = set()
@@ -215,13 +218,16 @@ async def _serve(config_path: Path, snapshot: object) -> int:
         except OSError as exc:
             logs.event("start_failed", logging.ERROR, error=f"{exc.strerror or exc}")
             return EXIT_RUNTIME
+        notifier.ready()  # after the `ready` line that runtime.start() logged
         await stop_requested.wait()
         # A second SIGTERM/SIGINT during the drain gets the default action: stop now.
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        notifier.stopping()
         await runtime.stop()
         return EXIT_OK
     finally:
+        notifier.close()
         # After the drain, not before: /readyz answers 503 while connections finish.
         if admin is not None:
             await admin.cleanup()

@@ -8,8 +8,10 @@ directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +71,8 @@ class Runtime:
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.admin_address: str | None = None
+        # Wraps every reload; `sidecar run` sets it to tell systemd (notify.Notifier.reloading).
+        self.around_reload: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
 
     @property
     def bound(self) -> dict[str, str]:
@@ -123,6 +127,11 @@ class Runtime:
 
     # ---- reload --------------------------------------------------------------------------------
     async def reload(self) -> tuple[int, list[Issue]]:
+        """Reload (see `_reload_now`) inside `around_reload`: the one place every reload passes, SIGHUP or POST."""
+        with self.around_reload():
+            return await self._reload_now()
+
+    async def _reload_now(self) -> tuple[int, list[Issue]]:
         """Build a complete new snapshot and swap it in; on any problem change nothing.
 
         Returns (generation, issues): issues empty on success.
