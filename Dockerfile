@@ -11,8 +11,11 @@
 # ---- build stage: wheels for sidecar and its runtime dependencies only (no test extra) ---------
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE config.example.yaml Dockerfile ./
 COPY sidecar ./sidecar
+# Shipped with the package under <prefix>/share/doc/sidecar (pyproject.toml, data-files).
+COPY docs ./docs
+COPY deploy ./deploy
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # ---- runtime stage ------------------------------------------------------------------------------

@@ -4,8 +4,12 @@ Each is used the way an operator uses it, through a real `python -m sidecar` pro
 * the example configuration passes `sidecar check` once the demo PKI files it names exist;
 * the Dockerfile lints clean (hadolint) and its CMD starts a proxy that logs `ready` and stops
   cleanly on SIGTERM;
-* the configuration inside the Kubernetes manifest passes `sidecar check`;
-* the shipped OpenSSL configuration really stops TLS 1.3 session tickets.
+* the configuration inside the Kubernetes manifest passes `sidecar check`, and its httpGet probes
+  answer without the token while every other admin route needs it;
+* the systemd unit is `Type=notify`, verifies with `systemd-analyze`, reloads with `sidecar reload`
+  (a refused reload fails it) and points `Documentation=` at files the wheel installs;
+* the shipped OpenSSL configuration really stops TLS 1.3 session tickets;
+* LICENSE holds the license pyproject.toml declares, and ships in the wheel.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ import ssl
 import subprocess
 import sys
 import time
+import tomllib
+import urllib.error
+import urllib.request
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +46,9 @@ EXAMPLE = REPO / "config.example.yaml"
 DOCKERFILE = REPO / "Dockerfile"
 OPENSSL_CNF = REPO / "deploy" / "openssl" / "openssl.cnf"
 POD_YAML = REPO / "deploy" / "kubernetes" / "pod.yaml"
+UNIT = REPO / "deploy" / "systemd" / "sidecar.service"
+LICENSE = REPO / "LICENSE"
+ADMIN_TOKEN = "k8s-admin-token-0123456789abcdef"
 CONFIG_IN_IMAGE = "/etc/sidecar/config.yaml"
 ADMIN_PORT_IN_IMAGE = "9901"
 
@@ -152,6 +163,7 @@ def test_kubernetes_manifest_config_passes_check(tmp_path: Path) -> None:
     for name, text in configmap["data"].items():  # config.yaml, sslauth.txt: /etc/sidecar in the pod
         (tmp_path / name).write_text(text)
     write_demo_pki(tmp_path / "pki")  # the Secret's files: /etc/sidecar/pki in the pod
+    (tmp_path / "pki" / "admin.token").write_text(ADMIN_TOKEN)
     secret = next(d for d in documents if d["kind"] == "Secret")
     for key in secret["stringData"]:
         assert (tmp_path / "pki" / key).exists(), f"the test PKI lacks {key}"
@@ -160,6 +172,154 @@ def test_kubernetes_manifest_config_passes_check(tmp_path: Path) -> None:
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def _pod_documents() -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in yaml.safe_load_all(POD_YAML.read_text()) if d}
+
+
+def test_kubernetes_probes_are_httpget_and_answer_without_the_token(tmp_path: Path) -> None:
+    documents = _pod_documents()
+    for name, text in documents["ConfigMap"]["data"].items():
+        (tmp_path / name).write_text(text)
+    write_demo_pki(tmp_path / "pki")
+    (tmp_path / "pki" / "admin.token").write_text(ADMIN_TOKEN)
+    container = next(c for c in documents["Pod"]["spec"]["containers"] if c["name"] == "sidecar")
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert {probe["path"] for probe in probes.values()} == {"/readyz", "/healthz"}
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    admin = config["admin"]
+    assert admin["health_without_token"] is True
+    for probe in probes.values():  # the probes' port is the one the admin endpoint listens on
+        assert str(admin["listen"]).endswith(f":{ports[probe['port']]}")
+
+    # Run that configuration (loopback ports chosen by the kernel) and probe it as the kubelet would.
+    config["listeners"][0]["listen"] = "127.0.0.1:0"
+    config["admin"]["listen"] = "127.0.0.1:0"
+    live = tmp_path / "live.yaml"
+    live.write_text(yaml.safe_dump(config))
+    with _running(_sidecar_command(["sidecar", "run", "-c", str(live)]), _env()) as (process, ready):
+        base = f"http://{ready['admin']}"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for kind, probe in probes.items():
+            with opener.open(f"{base}{probe['path']}", timeout=10) as response:
+                assert response.status == 200, kind
+        for route in ("/stats", "/metrics", "/connections"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                opener.open(f"{base}{route}", timeout=10)
+            assert refused.value.code == 401, route
+            refused.value.close()
+        authorized = urllib.request.Request(f"{base}/stats", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        with opener.open(authorized, timeout=10) as response:
+            assert response.status == 200
+        code, _ = _stop(process)
+    assert code == 0
+
+
+# ---- deploy/systemd/sidecar.service -----------------------------------------------------------------
+
+
+def _unit() -> dict[str, list[str]]:
+    """Every `Key=value` of the unit, by key (a key may repeat: Documentation=, SystemCallFilter=)."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if line.strip() and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_systemd_unit_is_type_notify_and_reloads_with_sidecar_reload() -> None:
+    unit = _unit()
+    assert unit["Type"] == ["notify"]
+    (start,) = unit["ExecStart"]
+    executable, command, *options = start.split()
+    assert (command, options[0]) == ("run", "-c")
+    # `sidecar reload` of the same installation and configuration: exit status 2 when the running
+    # sidecar refuses the new configuration, so `systemctl reload` fails.
+    assert unit["ExecReload"] == [f"{executable} reload -c {options[1]}"]
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    # The unit as installed, with this checkout's sidecar in place of /opt/sidecar/bin/sidecar.
+    sidecar = _sidecar_command(["sidecar"])[0]
+    if not sidecar.endswith("sidecar"):
+        pytest.skip("no `sidecar` console script in this environment")
+    unit = tmp_path / "sidecar.service"
+    unit.write_text(UNIT.read_text().replace("/opt/sidecar/bin/sidecar", sidecar))
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_systemd_reload_fails_when_the_reload_is_refused(site: Path) -> None:
+    """The unit's ExecReload, run as systemd would run it, against a running sidecar."""
+    (reload_command,) = _unit()["ExecReload"]
+    config = _live_config(site, admin={"listen": "127.0.0.1:0"})
+
+    def exec_reload() -> subprocess.CompletedProcess[str]:
+        argv = [str(config) if arg == "/etc/sidecar/config.yaml" else arg for arg in reload_command.split()]
+        argv[0] = "sidecar" if argv[0].endswith("/sidecar") else argv[0]
+        return subprocess.run(_sidecar_command(argv), env=_env(), capture_output=True, text=True, timeout=60)
+
+    with _running(_sidecar_command(["sidecar", "run", "-c", str(config)]), _env()) as (process, ready):
+        settings = yaml.safe_load(config.read_text())
+        settings["admin"]["listen"] = ready["admin"]  # where `sidecar reload -c` finds the running one
+        config.write_text(yaml.safe_dump(settings, sort_keys=False))
+        applied = exec_reload()
+        assert applied.returncode == 0, applied.stderr
+        settings["listeners"][0]["ssl"] = "NOPE"
+        config.write_text(yaml.safe_dump(settings, sort_keys=False))
+        refused = exec_reload()
+        assert refused.returncode != 0
+        assert "CFTP20F" in refused.stderr and "reload refused" in refused.stderr
+        code, _ = _stop(process)
+    assert code == 0
+
+
+# ---- the wheel: documentation and license ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]:
+    """The wheel this checkout builds (as the Dockerfile builds it), opened."""
+    out = tmp_path_factory.mktemp("wheel")
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (built,) = out.glob("sidecar-*.whl")
+    with zipfile.ZipFile(built) as archive:
+        yield archive
+
+
+def test_systemd_documentation_points_at_files_the_wheel_installs(wheel: zipfile.ZipFile) -> None:
+    # The unit's paths assume `python -m venv /opt/sidecar`: data files land under that prefix.
+    prefix = "file:///opt/sidecar/"
+    data = {name.split(".data/data/", 1)[1] for name in wheel.namelist() if ".data/data/" in name}
+    documentation = _unit()["Documentation"]
+    assert documentation
+    for url in documentation:
+        assert url.startswith(prefix), url
+        installed = url.removeprefix(prefix)
+        assert installed in data, f"{url}: the wheel does not install {installed}"
+        shipped = wheel.read(next(n for n in wheel.namelist() if n.endswith(f".data/data/{installed}")))
+        source = REPO / installed.removeprefix("share/doc/sidecar/")
+        assert shipped == source.read_bytes()
+    # The unit itself ships too (docs/deployment.md copies it from there).
+    assert "share/doc/sidecar/deploy/systemd/sidecar.service" in data
+
+
+def test_license_is_apache_2_and_ships(wheel: zipfile.ZipFile) -> None:
+    text = LICENSE.read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text  # the full text, not a notice
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
+    assert "Apache-2.0" in str(declared)
+    licenses = [name for name in wheel.namelist() if name.endswith("LICENSE") and ".dist-info/" in name]
+    assert licenses and wheel.read(licenses[0]) == LICENSE.read_bytes()
 
 
 # ---- Dockerfile -----------------------------------------------------------------------------------
