@@ -17,6 +17,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
+import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -335,6 +338,24 @@ def _detail(close: dict[str, Any]) -> str:
 
 
 # ---- output -------------------------------------------------------------------------------------
+def sidecar_command(argv0: str | None = None, search_path: str | None = None) -> str:
+    """What to type to run this same sidecar again, for the commands the demo prints.
+
+    `sidecar` only when that name, looked up on PATH, is the program running now; otherwise its
+    full path (a virtualenv's bin folder is often not on PATH), or `<python> -m sidecar` when it
+    was started that way.
+    """
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if not argv0 or argv0 == "-c" or Path(argv0).name == "__main__.py":
+        return f"{shlex.quote(sys.executable)} -m sidecar"
+    located = argv0 if os.sep in argv0 else shutil.which(argv0, path=search_path)
+    running = Path(located or argv0).absolute()
+    on_path = shutil.which("sidecar", path=search_path)
+    if on_path is not None and Path(on_path).resolve() == running.resolve():
+        return "sidecar"
+    return shlex.quote(str(running))
+
+
 def table(outcomes: list[Outcome]) -> str:
     """One row per client; a row whose outcome or reason was not the expected one starts with `!`."""
     header = ("client", "expected", "outcome", "reason", "rule")
@@ -450,12 +471,13 @@ async def _demo(directory: Path, *, once: bool, kept: bool) -> int:
         print(f"Admin: {admin_url}/stats  {admin_url}/metrics  {admin_url}/connections", flush=True)
         status = EXIT_OK if all(o.matched for o in outcomes) else EXIT_FAILED
         if not once:
-            cert, key = files.client("paris")
+            # Printed to be pasted: quoted paths, and the sidecar that runs now even if not on PATH.
+            paths = (*files.client("paris"), files.root_ca, files.config)
+            cert, key, root_ca, config = (shlex.quote(str(path)) for path in paths)
             print(
                 "\nTry it yourself:\n"
-                f"  openssl s_client -connect {runtime.bound[LISTENER]} -CAfile {files.root_ca} "
-                f"-cert {cert} -key {key}\n"
-                f"  sidecar explain -c {files.config} --listener {LISTENER} --cert {cert}\n"
+                f"  openssl s_client -connect {runtime.bound[LISTENER]} -CAfile {root_ca} -cert {cert} -key {key}\n"
+                f"  {sidecar_command()} explain -c {config} --listener {LISTENER} --cert {cert}\n"
                 "Serving until Ctrl-C.",
                 flush=True,
             )
@@ -476,4 +498,4 @@ async def _demo(directory: Path, *, once: bool, kept: bool) -> int:
             log_stream.close()
 
 
-__all__ = ["SHOWCASE", "demo_command", "write_pki"]
+__all__ = ["SHOWCASE", "demo_command", "sidecar_command", "write_pki"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,48 @@ def test_demo_dir_keeps_files_that_check_accepts(tmp_path: Path) -> None:
     check = subprocess.run([*SIDECAR, "check", "-c", example.name], cwd=tmp_path, env=_env(),
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert check.returncode == 0, check.stderr
+
+
+def _without(folder: Path) -> str:
+    """PATH without `folder`: the virtualenv's bin is not on PATH, as after `python -m venv` alone."""
+    kept = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry and Path(entry) != folder]
+    return os.pathsep.join(kept)
+
+
+def _printed_commands(process: subprocess.Popen[str]) -> list[str]:
+    """The "Try it yourself" lines of a serving demo, read up to "Serving until Ctrl-C."."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        if line.startswith("Serving until Ctrl-C."):
+            return lines
+        lines.append(line.rstrip("\n"))
+    raise AssertionError(f"the demo ended before serving: {''.join(lines)}")
+
+
+@pytest.mark.parametrize("started_as", ["console script", "python -m"])
+def test_demo_prints_a_sidecar_command_that_runs_as_printed(started_as: str, tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "sidecar"
+    if started_as == "console script" and not script.exists():
+        pytest.skip("no console script beside this Python (sidecar not installed in its environment)")
+    demo = [str(script), "demo"] if started_as == "console script" else [*SIDECAR, "demo"]
+    env = dict(_env(), PATH=_without(script.parent))
+    if shutil.which("sidecar", path=env["PATH"]) is not None:
+        pytest.skip("another `sidecar` is on PATH")
+    process = subprocess.Popen([*demo, "--dir", str(tmp_path / "demo")], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        printed = [line.strip() for line in _printed_commands(process) if " explain " in line]
+        assert len(printed) == 1, printed
+        # Pasted into a shell whose PATH has no `sidecar`: it runs, and explains an accepted client.
+        result = subprocess.run(printed[0], shell=True, cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, f"{printed[0]}\n{result.stdout}{result.stderr}"
+        assert not printed[0].startswith("sidecar ")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
