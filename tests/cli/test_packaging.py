@@ -283,11 +283,30 @@ def test_systemd_reload_fails_when_the_reload_is_refused(site: Path) -> None:
 # ---- the wheel: documentation and license ---------------------------------------------------------
 
 
+def _build_stage_sources() -> list[str]:
+    """What the Dockerfile's build stage copies from the build context (`COPY a b ./`, `COPY docs ./docs`)."""
+    text = DOCKERFILE.read_text()
+    build_stage = text[: [m.start() for m in re.finditer(r"^FROM ", text, re.MULTILINE)][1]]
+    sources: list[str] = []
+    for line in build_stage.splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            sources += line.split()[1:-1]
+    return sources
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]:
-    """The wheel this checkout builds (as the Dockerfile builds it), opened."""
+    """The wheel built as the Dockerfile builds it: from only what its build stage copies, opened."""
+    context = tmp_path_factory.mktemp("context")
+    admitted = [line[1:] for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    for source in _build_stage_sources():
+        assert source in admitted, f".dockerignore keeps {source} out of the build context"
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(REPO / source, context / source)
     out = tmp_path_factory.mktemp("wheel")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(context)],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     (built,) = out.glob("sidecar-*.whl")
