@@ -143,7 +143,9 @@ def supported() -> str:
     for requirement in requirements:
         match = re.match(r"\s*(cryptography|pyOpenSSL)\b\s*([^;]*)", requirement, re.IGNORECASE)
         if match:
-            ranges.append(f"{match.group(1)}{match.group(2).strip()}")
+            # Floor first, as people write ranges: "cryptography>=44,<51".
+            specifiers = sorted((part.strip() for part in match.group(2).split(",")), key=lambda part: part[0] != ">")
+            ranges.append(f"{match.group(1)}{','.join(specifiers)}")
     return " and ".join(ranges) or "the cryptography and pyOpenSSL versions of pyproject.toml"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,8 @@ def test_run_and_check_refuse_to_start_without_a_binding(command: str, pki: Pki,
     assert f"pyOpenSSL {importlib.metadata.version('pyOpenSSL')}" in line
     assert f"cryptography {importlib.metadata.version('cryptography')}" in line
     assert SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode() in line
+    # What to install instead: the ranges sidecar declares (pyproject.toml), floor and bound.
+    assert re.search(r"install cryptography>=[\d.]+,<\d+ and pyOpenSSL>=[\d.]+,<\d+ ", line), line
     assert result.stdout == ""
 
 
