@@ -164,7 +164,7 @@ class Runtime:
             if admin_changed:
                 logs.event(
                     "admin_unchanged", logging.WARNING,
-                    msg="admin.listen and admin.token_file are read at start only: restart to apply the change",
+                    msg="the admin section is read at start only: restart to apply the change",
                 )  # fmt: skip
             logs.event("reloaded", generation=generation, listeners=self.bound, outbound=self.bound_outbound)
             return generation, []
