@@ -34,7 +34,8 @@ WORKDIR /etc/sidecar
 # 1762: the example listener (CFT SAP); 9901: the admin endpoint (health, readiness, metrics).
 EXPOSE 1762 9901
 
-# Needs `admin: {listen: 127.0.0.1:9901}` in the configuration.
+# Needs the admin endpoint on port 9901 through loopback (admin.listen 127.0.0.1:9901 or 0.0.0.0:9901),
+# with /healthz open: no admin.token_file, or admin.health_without_token: true.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9901/healthz', timeout=3)"]
 
