@@ -13,10 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.config import load_config
 from sidecar.errors import ConfigError
+from sidecar.testing.echo import EchoBackend
+from sidecar.testing.pki import issue, make_ca, make_crl
 from sidecar.tls.bindings import versions
 
-from ..support.env import EchoBackend, Pki, Sidecar
-from ..support.pki import issue, make_ca, make_crl
+from ..support.env import Pki, Sidecar
 from .test_admin import TOKEN, admin_config, running
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
