@@ -49,6 +49,7 @@ PARTNERS_CA_DN = "CN=ACME Partners CA"
 REFUSED_CIPHER = "ECDHE-ECDSA-CHACHA20-POLY1305"
 CLIENT_TIMEOUT = 5.0
 
+
 def serial_colons(cert: x509.Certificate) -> str:
     text = format(cert.serial_number, "X")
     text = text.zfill(len(text) + len(text) % 2)

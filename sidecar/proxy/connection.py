@@ -25,6 +25,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from .. import logs
 from ..outcome import CloseReason, Outcome
 from ..policy.partners import CftMessage
+from ..policy.verdict import SessionFacts
 from ..snapshot import Snapshot
 from ..stats import Counters, Stats
 from ..tls.peer import TlsFacts
@@ -60,6 +61,7 @@ class Connection:
     counters: Counters  # the listener's or the outbound entry's
     started: float = field(default_factory=time.monotonic)
     facts: TlsFacts | None = None
+    session: SessionFacts | None = None  # what the verdict was taken on (inbound), to judge it again
     partner: str | None = None
     partner_counters: Counters | None = None
     user: str | None = None  # SSLAUTH /USER

@@ -123,13 +123,15 @@ class InboundListener(Acceptor[ListenerPlan]):
             )  # fmt: skip
         now = datetime.now().astimezone()
         first = judge_listener(plan.policy, facts, now)
-        if not first.pending_identification:
-            return judge(plan.policy, SessionFacts(facts, conn.peer_host), now, listener=first)
-        received = await self._read_pesit(conn, leg, session)
-        if isinstance(received, Outcome):
-            return received
-        claim = PesitClaim(received.connect.requester, received.connect.password)
-        return judge(plan.policy, SessionFacts(facts, conn.peer_host, claim), now, listener=first)
+        if first.pending_identification:
+            received = await self._read_pesit(conn, leg, session)
+            if isinstance(received, Outcome):
+                return received
+            conn.session = SessionFacts(facts, conn.peer_host, PesitClaim(received.connect.requester,
+                                                                          received.connect.password))  # fmt: skip
+        else:
+            conn.session = SessionFacts(facts, conn.peer_host)
+        return judge(plan.policy, conn.session, now, listener=first)
 
     async def _read_pesit(self, conn: Connection, leg: Leg, session: Session) -> pesit.ConnectReceived | Outcome:
         """Read the optional LOGON (answered ACK0 here) and the CONNECT; nothing reaches the backend."""
