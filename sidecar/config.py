@@ -30,6 +30,7 @@ MissingPartnerProfile = Literal["warn", "reject"]
 KeyExt = Literal["none", "verify"]
 LogFormat = Literal["json", "text"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+EmptyConnectionsLevel = Literal["debug", "info", "warning"]
 Encryption = Literal["required", "optional"]
 
 TLS_VERSIONS: tuple[TlsVersion, ...] = get_args(TlsVersion)
@@ -107,6 +108,7 @@ class Listener:
     plaintext: Plaintext = "refuse"
     proxy_protocol: ProxyProtocol = "none"
     missing_partner_profile: MissingPartnerProfile = "warn"
+    backend_check: float = 0.0  # seconds between TCP connect probes of the backend; 0 = off
     index: int = 0
 
     @property
@@ -180,6 +182,7 @@ class Limits:
 class Logging:
     format: LogFormat = "json"
     level: LogLevel = "info"
+    empty_connections: EmptyConnectionsLevel = "info"  # close line of a connection that sent no byte
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -400,6 +403,7 @@ _LISTENER_KEYS = (
     "plaintext",
     "proxy_protocol",
     "missing_partner_profile",
+    "backend_check",
 )
 _PARTNER_KEYS = (
     "id",
@@ -593,6 +597,9 @@ def _parse_listener(reader: _Reader, item: Any, index: int) -> Listener | None:
     missing = reader.choice(
         data.get("missing_partner_profile", "warn"), f"{path}.missing_partner_profile", ("warn", "reject")
     )
+    backend_check = 0.0
+    if data.get("backend_check", 0) != 0:
+        backend_check = reader.seconds(data["backend_check"], f"{path}.backend_check") or 0.0
     if listener_id is None:
         return None
     return Listener(
@@ -605,6 +612,7 @@ def _parse_listener(reader: _Reader, item: Any, index: int) -> Listener | None:
         plaintext=cast(Plaintext, plaintext or "refuse"),
         proxy_protocol=cast(ProxyProtocol, proxy_protocol or "none"),
         missing_partner_profile=cast(MissingPartnerProfile, missing or "warn"),
+        backend_check=backend_check,
         index=index,
     )
 
@@ -740,12 +748,19 @@ def _parse_limits(reader: _Reader, value: Any) -> Limits:
 def _parse_logging(reader: _Reader, value: Any) -> Logging:
     if value is None:
         return Logging()
-    data = reader.mapping(value, "logging", ("format", "level"))
+    data = reader.mapping(value, "logging", ("format", "level", "empty_connections"))
     if data is None:
         return Logging()
     log_format = reader.choice(data.get("format", "json"), "logging.format", ("json", "text"))
     level = reader.choice(data.get("level", "info"), "logging.level", ("debug", "info", "warning", "error"))
-    return Logging(format=cast(LogFormat, log_format or "json"), level=cast(LogLevel, level or "info"))
+    empty = reader.choice(
+        data.get("empty_connections", "info"), "logging.empty_connections", ("debug", "info", "warning")
+    )
+    return Logging(
+        format=cast(LogFormat, log_format or "json"),
+        level=cast(LogLevel, level or "info"),
+        empty_connections=cast(EmptyConnectionsLevel, empty or "info"),
+    )
 
 
 def _duplicates(reader: _Reader, section: str, keys: list[Any]) -> None:

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 LOGGER = logging.getLogger("sidecar")
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+DN_LOG_LIMIT = 1024  # characters of a DN in a log line; a certificate can carry far longer names
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,7 +42,7 @@ def configure(log_format: str = "json", level: str = "info", stream: Any = None)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     LOGGER.handlers[:] = [handler]
-    LOGGER.setLevel(_LEVELS.get(level, logging.INFO))
+    LOGGER.setLevel(LEVELS.get(level, logging.INFO))
     LOGGER.propagate = False
 
 
@@ -51,3 +53,8 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     record_fields = {"event": name}
     record_fields.update({key: value for key, value in fields.items() if value is not None})
     LOGGER.log(level, name, extra={"fields": record_fields})
+
+
+def dn(text: str) -> str:
+    """A DN as logs show it: cut at DN_LOG_LIMIT characters, with `…` when cut."""
+    return text if len(text) <= DN_LOG_LIMIT else text[:DN_LOG_LIMIT] + "…"

@@ -19,7 +19,7 @@ from typing import Literal
 from .policy.decision import Decision
 
 Ending = Literal["accept", "reject", "error", "closed"]
-Category = Literal["relayed", "rejected", "handshake", "error"]
+Category = Literal["relayed", "rejected", "handshake", "error", "empty"]
 
 
 class CloseReason(StrEnum):
@@ -27,6 +27,8 @@ class CloseReason(StrEnum):
     EOF = "eof"  # both directions finished
     RESET = "reset"  # one side reset or failed mid-stream
     IDLE_TIMEOUT = "idle_timeout"
+    # The client connected and went away without sending a byte (health checks, port scans).
+    EMPTY = "empty"
     # Refused at accept, before any byte was read.
     MAX_CONNECTIONS = "max_connections"
     SHUTTING_DOWN = "shutting_down"
@@ -99,6 +101,8 @@ class Outcome:
 
     @property
     def category(self) -> Category:
+        if self.reason is CloseReason.EMPTY:
+            return "empty"
         if self.reason in _ERRORS:
             return "error"
         if self.reason.startswith(_HANDSHAKE_PREFIX):

@@ -22,6 +22,7 @@ class Counters:
     handshake_failures: Counter[str] = field(default_factory=Counter)  # verify|protocol|plaintext|reset|timeout
     errors: Counter[str] = field(default_factory=Counter)  # backend_unreachable, idle_timeout, max_connections, …
     closed: Counter[str] = field(default_factory=Counter)  # every ended connection, by its close reason
+    empty: int = 0  # connections that sent no byte at all (health checks, scans)
     unverified: int = 0  # verify: optional sessions that continued without a verified certificate
     bytes_up: int = 0  # client -> backend
     bytes_down: int = 0  # backend -> client
@@ -37,6 +38,8 @@ class Counters:
             self.handshake_failures[outcome.handshake_kind] += 1
         elif category == "error":
             self.errors[reason] += 1
+        elif category == "empty":
+            self.empty += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,7 @@ class Counters:
             "handshake_failures": dict(self.handshake_failures),
             "errors": dict(self.errors),
             "closed": dict(self.closed),
+            "empty": self.empty,
             "unverified": self.unverified,
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,

@@ -42,7 +42,7 @@ class LogCapture(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         fields = getattr(record, "fields", None)
         if fields:
-            self.events.append(dict(fields))
+            self.events.append({**fields, "level": record.levelname.lower()})
 
     def of(self, name: str) -> list[dict[str, object]]:
         return [event for event in self.events if event.get("event") == name]

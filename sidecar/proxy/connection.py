@@ -28,7 +28,8 @@ from ..policy.partners import CftMessage
 from ..policy.verdict import SessionFacts
 from ..snapshot import Snapshot
 from ..stats import Counters, Stats
-from ..tls.peer import TlsFacts
+from ..tls.engine import TlsError
+from ..tls.peer import PeerCert, TlsFacts, VerifyError
 from .relay import Leg, Relay
 
 _connection_ids = itertools.count(1)
@@ -61,11 +62,15 @@ class Connection:
     counters: Counters  # the listener's or the outbound entry's
     started: float = field(default_factory=time.monotonic)
     facts: TlsFacts | None = None
+    # A handshake refused over the peer's certificate: what is known of it, for the close line.
+    refused_cert: PeerCert | None = None
+    refused_errors: tuple[VerifyError, ...] = ()
     session: SessionFacts | None = None  # what the verdict was taken on (inbound), to judge it again
     partner: str | None = None
     partner_counters: Counters | None = None
     user: str | None = None  # SSLAUTH /USER
     remote: str | None = None  # outbound: the partner address reached
+    log_level: int | None = None  # of the close line, when not the usual (info if relayed, else warning)
     parm: str | None = None  # CFT PARM of the profile: free data for the operator's tools
     client: Leg | None = None  # the accepted leg
     backend: Leg | None = None  # the leg we dialled: backend (inbound) or remote partner (outbound)
@@ -91,6 +96,11 @@ class Connection:
         if self.partner_counters is not None:
             self.partner_counters.accepted += 1
 
+    def handshake_failed(self, error: TlsError) -> Outcome:
+        self.refused_cert = error.peer
+        self.refused_errors = error.verify_errors
+        return Outcome.handshake_failed(error.kind, str(error))
+
     def end(self, outcome: Outcome) -> None:
         """Count the connection as ended and write its one close line."""
         client = self.client
@@ -104,11 +114,12 @@ class Connection:
             counters.bytes_down += bytes_down
             counters.record(outcome)
         facts = self.facts
-        cert = facts.peer if facts is not None else None
+        cert = facts.peer if facts is not None else self.refused_cert
+        errors = facts.verify_errors if facts is not None else self.refused_errors
         inbound = self.direction == "in"
         logs.event(
             "close",
-            logging.INFO if outcome.decision == "accept" else logging.WARNING,
+            self.log_level or (logging.INFO if outcome.decision == "accept" else logging.WARNING),
             conn=self.id,
             direction=None if inbound else "out",
             listener=self.entry if inbound else None,
@@ -117,10 +128,11 @@ class Connection:
             remote=self.remote,
             partner=self.partner,
             user=self.user,
-            subject=cert.subject if cert else None,
-            issuer=cert.issuer if cert else None,
+            subject=logs.dn(cert.subject) if cert else None,
+            issuer=logs.dn(cert.issuer) if cert else None,
             serial=cert.serial_hex if cert else None,
             verified=facts.verified if facts else None,
+            verify_error="; ".join(str(error) for error in errors) or None,
             tls_version=facts.tls_version if facts else None,
             cipher=facts.cipher_name if facts else None,
             bytes_up=bytes_up,

@@ -81,7 +81,10 @@ class InboundListener(Acceptor[ListenerPlan]):
             return Outcome.handshake_failed("timeout", "no handshake in time")
         except TlsError as exc:
             leg.abort()
-            return Outcome.handshake_failed(exc.kind, str(exc))
+            if exc.kind == "reset" and leg.received_nothing:
+                conn.log_level = logs.LEVELS[snapshot.config.logging.empty_connections]
+                return Outcome("closed", CloseReason.EMPTY, "connected and closed without sending a byte")
+            return conn.handshake_failed(exc)
         if isinstance(verdict, Outcome):
             return verdict
         if verdict.partner is not None:
@@ -119,7 +122,7 @@ class InboundListener(Acceptor[ListenerPlan]):
             conn.counters.unverified += 1
             logs.event(
                 "unverified", logging.WARNING, conn=conn.id, listener=conn.entry, peer=conn.peer,
-                subject=facts.peer.subject, errors=[str(e) for e in facts.verify_errors],
+                subject=logs.dn(facts.peer.subject), errors=[str(e) for e in facts.verify_errors],
             )  # fmt: skip
         now = datetime.now().astimezone()
         first = judge_listener(plan.policy, facts, now)

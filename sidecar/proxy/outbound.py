@@ -86,7 +86,7 @@ class OutboundListener(Acceptor[OutboundPlan]):
         except TlsError as exc:
             remote.abort()
             leg.close()
-            return Outcome.handshake_failed(exc.kind, str(exc))
+            return conn.handshake_failed(exc)
         conn.facts = facts
         if not facts.verified:
             logs.event(

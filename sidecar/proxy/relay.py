@@ -149,6 +149,11 @@ class Leg(asyncio.BufferedProtocol):
         if self.peer is not None and self.peer.transport is not None and not self.peer._reading_paused:
             self.peer.transport.resume_reading()
 
+    @property
+    def received_nothing(self) -> bool:
+        """Not one byte came from the socket: a load balancer's health check, a port scan."""
+        return not self._first_bytes_seen if self.tls is not None else self.bytes_in == 0 and not self.held
+
     # ---- TLS ---------------------------------------------------------------------------------
     def start_tls(self, tls: TlsEndpoint, initial: bytes = b"") -> asyncio.Future[TlsFacts]:
         """Run TLS on this leg from now on; `initial` = ciphertext already read (sniffed bytes)."""

@@ -74,9 +74,39 @@ class TlsError(Exception):
     # The handshake failure kinds counted in stats: `verify` (the peer's certificate was refused),
     # `protocol` (anything else TLS said no to), `plaintext` (not TLS at all), `reset` (the peer
     # went away mid-handshake); `timeout` is decided by the caller's deadline.
-    def __init__(self, message: str, kind: str = "protocol") -> None:
+    def __init__(
+        self,
+        message: str,
+        kind: str = "protocol",
+        *,
+        peer: PeerCert | None = None,
+        verify_errors: tuple[VerifyError, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.kind = kind
+        # What is known of a refused certificate, for the refusal's log line: the certificate
+        # itself when the error was found on it (depth 0), and every verification error.
+        self.peer = peer
+        self.verify_errors = verify_errors
+
+
+class _VerifyRecord:
+    """Where the profile's verify callback reports (the SSL connection's app data).
+
+    A separate object, not a method of the endpoint: the SSL connection holds it, and a bound
+    method would tie the endpoint into a reference cycle.
+    """
+
+    __slots__ = ("errors", "leaf")
+
+    def __init__(self) -> None:
+        self.errors: list[VerifyError] = []
+        self.leaf: bytes | None = None  # DER of the peer certificate, when an error was found on it
+
+    def __call__(self, error: VerifyError, leaf: crypto.X509 | None) -> None:
+        self.errors.append(error)
+        if leaf is not None and self.leaf is None:
+            self.leaf = crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf)
 
 
 @dataclass(slots=True)
@@ -93,6 +123,7 @@ class TlsEndpoint:
         "_into",
         "_server",
         "_ssl",
+        "_verify",
         "close_notify_sent",
         "handshake_done",
         "verify_errors",
@@ -104,8 +135,9 @@ class TlsEndpoint:
         self._into = self._conn._into_ssl
         self._from = self._conn._from_ssl
         self._server = server_side
-        self.verify_errors: list[VerifyError] = []
-        self._conn.set_app_data(self.verify_errors.append)  # read by the profile's verify callback
+        self._verify = _VerifyRecord()
+        self.verify_errors = self._verify.errors
+        self._conn.set_app_data(self._verify)  # read by the profile's verify callback
         self.handshake_done = False
         self.close_notify_sent = False
         self._client_cert_requested: bool | None = None
@@ -154,7 +186,15 @@ class TlsEndpoint:
             message = _describe(exc)
             # A missing client certificate under verify: required is a verification failure too.
             refused_peer = bool(self.verify_errors) or "did not return a certificate" in message
-            raise TlsError(message, "verify" if refused_peer else "protocol") from None
+            if not refused_peer:
+                raise TlsError(message, "protocol") from None
+            leaf = self._verify.leaf
+            raise TlsError(
+                message,
+                "verify",
+                peer=PeerCert.cached(leaf) if leaf is not None else None,
+                verify_errors=tuple(self.verify_errors),
+            ) from None
         raise TlsError(f"TLS handshake failed (SSL error {_lib.SSL_get_error(self._ssl, result)})")
 
     def facts(self) -> TlsFacts:

@@ -32,8 +32,9 @@ _PROTOCOL_VERSIONS: dict[TlsVersion, int] = {
 
 _X509_V_ERR_INVALID_PURPOSE = 26
 
-# Recorded on the SSL.Connection (app data) by the engine; the verify callback appends to it.
-VerifyRecorder = Callable[[VerifyError], None]
+# Set on the SSL.Connection (app data) by the engine; the verify callback reports each error to it,
+# with the certificate when the error is on the peer's own (depth 0).
+VerifyRecorder = Callable[[VerifyError, crypto.X509 | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ def _make_verify_callback(profile: Profile) -> Callable[[SSL.Connection, crypto.
             errno, ok = 22, 0  # X509_V_ERR_CERT_CHAIN_TOO_LONG
         if not ok:
             if record is not None:
-                record(VerifyError(depth, errno, _verify_message(errno)))
+                record(VerifyError(depth, errno, _verify_message(errno)), cert if depth == 0 else None)
             return tolerate
         return True
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.testing.echo import EchoBackend
+from sidecar.testing.pki import issue
 
 from ..conftest import LogCapture
 from ..support.env import Pki, Sidecar, base_config, tls_exchange
@@ -41,6 +42,31 @@ async def test_client_from_untrusted_ca_is_refused(
     assert [c["reason"] for c in closes] == ["handshake_verify", "handshake_verify"]
     assert sidecar.runtime is not None
     assert sidecar.runtime.stats.listener("PESITSSL").handshake_failures["verify"] == 2
+    # What is known of the refused certificate is in the close line, although it did not verify.
+    stranger = pki.stranger.cert
+    for close in closes:
+        assert close["subject"] == "/C=US/O=ACME/OU=Paris/CN=PARIS"
+        assert close["issuer"] == "/C=XX/O=Elsewhere/CN=Other Root"
+        assert close["serial"] == format(stranger.serial_number, "X")
+        assert close["verify_error"] == "depth 0: unable to get local issuer certificate (20)"
+
+
+async def test_expired_client_certificate_is_named_in_the_refusal(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    long_dn = "/C=FR/O=ACME" + "".join(f"/OU={'X' * 60}" for _ in range(20)) + "/CN=LONG"
+    expired = issue(pki.root, long_dn, days=(-30, -1))
+    sidecar = await _run(workdir, base_config(pki, backend.port))
+    try:
+        assert await tls_exchange(sidecar.port(), pki.client_context(expired, stem="expired")) is None
+    finally:
+        await sidecar.stop()
+    (close,) = captured_logs.of("close")
+    assert close["reason"] == "handshake_verify"
+    assert close["verify_error"] == "depth 0: certificate has expired (10)"
+    subject = str(close["subject"])  # DN texts in logs are cut at 1,024 characters
+    assert len(subject) == 1025 and subject.startswith("/C=FR/O=ACME/OU=XXX") and subject.endswith("…")
+    assert close["issuer"] == "/C=FR/O=ACME/CN=ACME Root CA"
 
 
 async def test_no_client_certificate_under_verify_required_is_refused(
@@ -349,3 +375,36 @@ async def test_no_file_descriptor_leaks_after_mixed_connections(pki: Pki, backen
         assert not sidecar.runtime.connections
     finally:
         await sidecar.stop()
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning"])
+async def test_a_connection_that_sends_nothing_is_counted_as_empty(
+    level: str, pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    config = base_config(pki, backend.port)
+    config["logging"]["empty_connections"] = level  # type: ignore[index]
+    sidecar = await _run(workdir, config)
+    try:
+        for _ in range(2):  # a load balancer's TCP health check: connect, close
+            _, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
+            writer.close()
+            await writer.wait_closed()
+        # A client that sends a byte and goes away is a handshake failure, not an empty connection.
+        _, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
+        writer.write(b"\x16")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        counters = sidecar.runtime.stats.listener("PESITSSL")  # type: ignore[union-attr]
+        for _ in range(100):
+            if len(captured_logs.of("close")) == 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await sidecar.stop()
+    closes = captured_logs.of("close")
+    empty = [close for close in closes if close["reason"] == "empty"]
+    assert len(empty) == 2 and all(close["level"] == level for close in empty)
+    assert [close["reason"] for close in closes if close not in empty] == ["handshake_reset"]
+    assert counters.empty == 2 and counters.closed["empty"] == 2
+    assert counters.handshake_failures == {"reset": 1}
