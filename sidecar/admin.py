@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -51,14 +50,10 @@ class RuntimeCollector:
         runtime = self.runtime
         stats = runtime.stats
         snapshot = runtime.snapshot
-        config = snapshot.config
-        yield from _counter_families("", "listener", _with_configured(stats.listeners, snapshot.listeners))
-        yield from _counter_families(
-            "partner_", "partner", _with_configured(stats.partners, [partner.id for partner in config.partners])
-        )
-        yield from _counter_families(
-            "outbound_", "outbound", _with_configured(stats.outbound, [entry.id for entry in config.outbound])
-        )
+        sections = counters_now(runtime)
+        yield from _counter_families("", "listener", sections["listeners"])
+        yield from _counter_families("partner_", "partner", sections["partners"])
+        yield from _counter_families("outbound_", "outbound", sections["outbound"])
 
         generation = GaugeMetricFamily("sidecar_config_generation", "Generation of the configuration in use.")
         generation.add_metric([], snapshot.generation)
@@ -109,15 +104,43 @@ def _expiry_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield crl
 
 
-def _with_configured(counters: dict[str, Counters], configured: Iterable[str]) -> dict[str, Counters]:
-    """Counters per id, with a zero entry for every configured id that has not seen traffic yet.
+def counters_now(runtime: Runtime) -> dict[str, dict[str, Counters]]:
+    """The counters of every listener, partner and outbound entry as they are at this instant.
 
-    Series that exist from the first scrape make `rate()` and absent-alerts behave; reading must
-    not create entries in the live stats, hence the copy.
+    Every configured id has an entry, zero when it has seen no traffic yet: series that exist from
+    the first scrape make `rate()` and absent-alerts behave. The bytes of sessions still relaying
+    are added (read from the live connections here, so the data path only counts its own legs).
+    The live stats are never modified by reading: entries are copies where they differ.
     """
-    merged = {key: Counters() for key in configured}
-    merged.update(counters)
-    return merged
+    stats = runtime.stats
+    snapshot = runtime.snapshot
+    live: dict[int, tuple[int, int]] = {}  # id(Counters) -> bytes (up, down) of its live sessions
+    for conn in runtime.connections.values():
+        if conn.finished:
+            continue
+        up, down = conn.transferred()
+        if up or down:
+            for counters in (conn.counters, conn.partner_counters):
+                if counters is not None:
+                    before = live.get(id(counters), (0, 0))
+                    live[id(counters)] = (before[0] + up, before[1] + down)
+
+    def section(entries: dict[str, Counters], configured: Iterable[str]) -> dict[str, Counters]:
+        merged = {key: Counters() for key in configured}
+        for key, counters in entries.items():
+            up, down = live.get(id(counters), (0, 0))
+            merged[key] = (
+                replace(counters, bytes_up=counters.bytes_up + up, bytes_down=counters.bytes_down + down)
+                if up or down
+                else counters
+            )
+        return dict(sorted(merged.items()))
+
+    return {
+        "listeners": section(stats.listeners, snapshot.listeners),
+        "partners": section(stats.partners, [partner.id for partner in snapshot.config.partners]),
+        "outbound": section(stats.outbound, [entry.id for entry in snapshot.config.outbound]),
+    }
 
 
 def _counter_families(prefix: str, label: str, entries: dict[str, Counters]) -> Iterator[Metric]:
@@ -256,19 +279,15 @@ async def readyz(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     counters = runtime.stats
-    snapshot = runtime.snapshot
-    config = snapshot.config
-
-    def section(entries: dict[str, Counters], configured: Iterable[str]) -> dict[str, Any]:
-        return {key: value.as_dict() for key, value in sorted(_with_configured(entries, configured).items())}
-
+    sections = {
+        name: {key: value.as_dict() for key, value in entries.items()}
+        for name, entries in counters_now(runtime).items()
+    }
     return web.json_response(
         {
             "uptime_s": round(counters.uptime, 3),
-            "generation": snapshot.generation,
-            "listeners": section(counters.listeners, snapshot.listeners),
-            "partners": section(counters.partners, [partner.id for partner in config.partners]),
-            "outbound": section(counters.outbound, [entry.id for entry in config.outbound]),
+            "generation": runtime.snapshot.generation,
+            **sections,
             "reloads": {"ok": counters.reloads["ok"], "refused": counters.reloads["refused"]},
         }
     )

@@ -75,6 +75,9 @@ class Connection:
     client: Leg | None = None  # the accepted leg
     backend: Leg | None = None  # the leg we dialled: backend (inbound) or remote partner (outbound)
     relay: Relay | None = None
+    relayed: bool = False  # the destination was reached and the two legs joined
+    finished: bool = False  # ended: its bytes are in its counters now, no longer live
+    _down_base: int = 0  # bytes the proxy itself sent to the client before relaying (ACK0)
 
     @classmethod
     def accepted(cls, leg: Leg, direction: Literal["in", "out"], entry: str, counters: Counters) -> Connection:
@@ -92,6 +95,8 @@ class Connection:
         counters.active += 1
 
     def relaying(self) -> None:
+        self.relayed = True
+        self._down_base = self.client.bytes_out if self.client is not None else 0
         self.counters.accepted += 1
         if self.partner_counters is not None:
             self.partner_counters.accepted += 1
@@ -101,11 +106,24 @@ class Connection:
         self.refused_errors = error.verify_errors
         return Outcome.handshake_failed(error.kind, str(error))
 
+    def transferred(self) -> tuple[int, int]:
+        """(up, down): plaintext relayed client -> destination and back, so far.
+
+        Only a relayed session counts: a refused one's bytes never reached the backend, and what
+        the proxy itself answered (ACK0, RCONNECT) is not the backend's. Read at scrape time for
+        live sessions, so that byte counters grow while a long transfer runs and the data path
+        does no extra work.
+        """
+        client = self.client
+        if not self.relayed or client is None:
+            return 0, 0
+        return client.bytes_in, client.bytes_out - self._down_base
+
     def end(self, outcome: Outcome) -> None:
         """Count the connection as ended and write its one close line."""
         client = self.client
-        bytes_up = client.bytes_in if client is not None else 0
-        bytes_down = client.bytes_out if client is not None else 0
+        bytes_up, bytes_down = self.transferred()
+        self.finished = True
         for counters in (self.counters, self.partner_counters):
             if counters is None:
                 continue
@@ -165,8 +183,8 @@ class Connection:
             "verified": facts.verified if facts else None,
             "tls_version": facts.tls_version if facts else None,
             "cipher": facts.cipher_name if facts else None,
-            "bytes_up": self.client.bytes_in if self.client else 0,
-            "bytes_down": self.client.bytes_out if self.client else 0,
+            "bytes_up": self.transferred()[0],
+            "bytes_down": self.transferred()[1],
             "age_s": round(time.monotonic() - self.started, 3),
         }
 

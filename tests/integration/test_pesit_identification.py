@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sidecar import pesit
+from sidecar.admin import counters_now
 
 from ..conftest import LogCapture
 from ..support.env import Pki, Sidecar, base_config
@@ -233,3 +234,50 @@ async def test_unreachable_backend_answers_rconnect_302(pki: Pki, workdir: Path,
     stats = sidecar.runtime.stats  # type: ignore[union-attr]
     assert stats.listener("PESITSSL").errors == {"backend_unreachable": 1}
     assert stats.partner("PARIS").closed == {"backend_unreachable": 1} and stats.partner("PARIS").active == 0
+
+
+async def test_byte_counters_grow_while_a_session_relays_and_count_only_relayed_bytes(
+    pki: Pki, pesit_backend: PesitBackend, workdir: Path
+) -> None:
+    port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sidecar = Sidecar(workdir, _config(pki, port))
+    runtime = await sidecar.start()
+    connect = pesit.frame(pesit.encode_connect("PARIS", "SERVER"), True)
+    aconnect = pesit.frame(pesit.encode_aconnect(5, 1), True)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", sidecar.port(), ssl=pki.client_context(pki.client, stem="live"), server_hostname="localhost"
+    )
+    try:
+        writer.write(LOGON)
+        assert await asyncio.wait_for(reader.readexactly(len(ACK)), 5) == ACK  # the proxy's own ACK0
+        writer.write(connect + b"x" * 1000)
+        expected = aconnect + b"x" * 1000
+        assert await asyncio.wait_for(reader.readexactly(len(expected)), 5) == expected
+        # Still open: the counters already show what was relayed, and the partner's session is active.
+        now = counters_now(runtime)
+        listener, partner = now["listeners"]["PESITSSL"], now["partners"]["PARIS"]
+        up = len(LOGON) + len(connect) + 1000  # LOGON and CONNECT were relayed (replayed) to the backend
+        down = len(aconnect) + 1000  # the backend's ACK0 to the replayed LOGON stays with the proxy
+        assert (listener.bytes_up, listener.bytes_down) == (up, down)
+        assert (partner.bytes_up, partner.bytes_down, partner.active) == (up, down, 1)
+        assert runtime.stats.listener("PESITSSL").bytes_up == 0  # nothing added to the totals until it ends
+    finally:
+        writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await writer.wait_closed()
+    for _ in range(200):
+        if not runtime.connections:
+            break
+        await asyncio.sleep(0.01)
+    await sidecar.stop()
+    ended = counters_now(runtime)["partners"]["PARIS"]
+    assert (ended.bytes_up, ended.bytes_down, ended.active) == (up, down, 0)
+    # A refused session's bytes are not counted.
+    sidecar = Sidecar(workdir, _config(pki, port, nrpassw="secret"))
+    runtime = await sidecar.start()
+    try:
+        await _call(sidecar.port(), pki, [LOGON, connect], 100)
+    finally:
+        await sidecar.stop()
+    refused = runtime.stats.listener("PESITSSL")
+    assert (refused.bytes_up, refused.bytes_down, refused.rejected["bad_password"]) == (0, 0, 1)
