@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
 from .config import Address
@@ -52,6 +52,15 @@ class RuntimeCollector:
         snapshot = runtime.snapshot
         sections = counters_now(runtime)
         yield from _counter_families("", "listener", sections["listeners"])
+        durations = HistogramMetricFamily(
+            "sidecar_handshake_duration_seconds",
+            "Time from accept to the end of the TLS handshake, per listener (completed handshakes).",
+            labels=["listener"],
+        )
+        for listener_id, counters in sections["listeners"].items():
+            histogram = counters.handshake_seconds
+            durations.add_metric([listener_id], histogram.cumulative(), histogram.total)
+        yield durations
         yield from _counter_families("partner_", "partner", sections["partners"])
         yield from _counter_families("outbound_", "outbound", sections["outbound"])
 

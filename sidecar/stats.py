@@ -7,11 +7,37 @@ Pure: no I/O. Label values come from closed sets (listener and partner ids from 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .outcome import Outcome
+
+# Upper bounds (seconds) of the handshake duration buckets: a loopback handshake takes about a
+# millisecond, a partner across a WAN tens to hundreds; the deadline (handshake_timeout) is 10 s.
+HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Counts per bucket (not cumulative; the last one is +Inf) and the sum, as Prometheus wants them."""
+
+    bounds: tuple[float, ...] = HANDSHAKE_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(HANDSHAKE_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """[(le, count of observations <= le), …, ("+Inf", all)]."""
+        running, rows = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            rows.append((bound, running))
+        return rows
 
 
 @dataclass(slots=True)
@@ -26,6 +52,7 @@ class Counters:
     unverified: int = 0  # verify: optional sessions that continued without a verified certificate
     bytes_up: int = 0  # client -> backend
     bytes_down: int = 0  # backend -> client
+    handshake_seconds: Histogram = field(default_factory=Histogram)  # completed TLS handshakes
 
     def record(self, outcome: Outcome) -> None:
         """Count one ended connection: by its close reason, and in the family its category names."""

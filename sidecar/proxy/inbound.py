@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +72,8 @@ class InboundListener(Acceptor[ListenerPlan]):
             # One deadline for everything before the backend is dialled: TLS, then identification.
             async with asyncio.timeout(limits.handshake_timeout):
                 facts = await self._establish(leg, plan)
+                if facts is not None:
+                    conn.counters.handshake_seconds.observe(time.monotonic() - conn.started)
                 identifying = True
                 conn.facts = facts
                 verdict = await self._judge(conn, leg, plan, facts, session)

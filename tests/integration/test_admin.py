@@ -186,6 +186,10 @@ async def test_metrics_count_real_connections_with_bounded_labels(
         assert samples[("sidecar_config_generation", ())] == 1
         assert samples[("sidecar_reloads_total", (("result", "refused"),))] == 0
         assert samples[("sidecar_ready", ())] == 1
+        # Two handshakes completed (the accepted one and the one SSLAUTH refused); the third failed.
+        assert samples[("sidecar_handshake_duration_seconds_count", (listener,))] == 2
+        assert samples[("sidecar_handshake_duration_seconds_bucket", (("le", "+Inf"), listener))] == 2
+        assert 0 < samples[("sidecar_handshake_duration_seconds_sum", (listener,))] < 10
         # Every close line is counted under the very word it logs as its reason.
         reasons = Counter(str(line["reason"]) for line in captured_logs.of("close"))
         assert sum(reasons.values()) == 3
@@ -195,7 +199,7 @@ async def test_metrics_count_real_connections_with_bounded_labels(
         # Labels come from closed sets: never a DN, a serial or an address.
         for name, labels in samples:
             for key, value in labels:
-                assert key in {"listener", "partner", "outbound", "reason", "kind", "direction", "result",
+                assert key in {"listener", "partner", "outbound", "reason", "kind", "direction", "result", "le",
                                "pki_id", "file", "version", "openssl", "python"}, name  # fmt: skip
                 assert "=" not in value and "127.0.0.1" not in value and "PARIS" not in value and "LYON" not in value
 

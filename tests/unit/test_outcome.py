@@ -6,7 +6,7 @@ import pytest
 
 from sidecar.outcome import CloseReason, Outcome
 from sidecar.policy.decision import Decision, Reason
-from sidecar.stats import Counters
+from sidecar.stats import Counters, Histogram
 
 
 def test_every_policy_reason_is_a_close_reason_with_the_same_word() -> None:
@@ -50,3 +50,12 @@ def test_handshake_kinds_are_the_reason_after_its_prefix() -> None:
         if reason.value.startswith("handshake_"):
             outcome = Outcome.handshake_failed(reason.value.removeprefix("handshake_"), "")
             assert outcome.reason is reason and outcome.category == "handshake"
+
+
+def test_handshake_histogram_buckets_are_cumulative_and_inclusive() -> None:
+    histogram = Histogram(bounds=(0.01, 0.1))
+    histogram.counts = [0, 0, 0]
+    for value in (0.005, 0.01, 0.05, 3.0):
+        histogram.observe(value)
+    assert histogram.cumulative() == [("0.01", 2), ("0.1", 3), ("+Inf", 4)]
+    assert histogram.total == pytest.approx(3.065)
