@@ -280,9 +280,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    if runtime.ready and not runtime.draining:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "draining" if runtime.draining else "starting"}, status=503)
+    if runtime.draining or not runtime.ready:
+        return web.json_response({"status": "draining" if runtime.draining else "starting"}, status=503)
+    down = runtime.probes.down()
+    if down:  # a backend probed down (or not probed yet): this process cannot serve those listeners
+        return web.json_response({"status": "backend_down", "listeners": down}, status=503)
+    return web.json_response({"status": "ready"})
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -292,6 +295,9 @@ async def stats(request: web.Request) -> web.Response:
         name: {key: value.as_dict() for key, value in entries.items()}
         for name, entries in counters_now(runtime).items()
     }
+    for listener_id, up in runtime.probes.up.items():  # listeners with backend_check only
+        if listener_id in sections["listeners"]:
+            sections["listeners"][listener_id]["backend_up"] = up
     return web.json_response(
         {
             "uptime_s": round(counters.uptime, 3),

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from . import logs
 from .config import Address
 from .errors import ConfigError, Issue
+from .probes import BackendProbes
 from .proxy.connection import Connection
 from .proxy.inbound import InboundListener
 from .proxy.outbound import OutboundListener
@@ -71,6 +72,7 @@ class Runtime:
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.admin_address: str | None = None
+        self.probes = BackendProbes()
         # Wraps every reload; `sidecar run` sets it to tell systemd (notify.Notifier.reloading).
         self.around_reload: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
 
@@ -93,6 +95,7 @@ class Runtime:
         except OSError:
             await self._close_servers()
             raise
+        self.probes.apply(self.snapshot)
         self.ready = True
         logs.event(
             "ready",
@@ -112,6 +115,9 @@ class Runtime:
             entry.make_leg, address.host, address.port, backlog=1024, reuse_address=True, start_serving=start_serving
         )
         return BoundServer(address, _bound_address(server, address), entry, server)
+
+    def backend_reachable(self, listener_id: str) -> bool:
+        return self.probes.reachable(listener_id)
 
     # ---- connections ---------------------------------------------------------------------------
     def spawn(self, coroutine: Coroutine[Any, Any, None], conn: Connection) -> None:
@@ -155,6 +161,7 @@ class Runtime:
                 return self._refuse(issues)
             admin_changed = snapshot.config.admin != self.snapshot.config.admin
             self.snapshot = snapshot
+            self.probes.apply(snapshot)
             # Fresh listeners accept only now, so their first connection already sees this snapshot.
             for server in fresh:
                 if self.draining:  # stop() closed every server while we yielded
@@ -221,6 +228,7 @@ class Runtime:
         self.draining = True
         self.ready = False
         await self._close_servers()
+        await self.probes.stop()
         timeout = self.snapshot.config.limits.drain_timeout if drain_timeout is None else drain_timeout
         pending = set(self._tasks)
         logs.event("draining", connections=len(pending), timeout_s=timeout)

@@ -49,6 +49,10 @@ class ConnectionHost(Protocol):
 
     def spawn(self, work: Coroutine[Any, Any, None], conn: Connection) -> None: ...
 
+    def backend_reachable(self, listener_id: str) -> bool:
+        """False while probes say the listener's backend is down (`backend_check`)."""
+        ...
+
 
 @dataclass(slots=True, kw_only=True)
 class Connection:

@@ -48,6 +48,10 @@ class Session:
         return pesit.frame(pesit.encode_rconnect(self.connect.src, diagnostic), framed)
 
 
+class BackendDown(OSError):
+    """The backend is known to be down: not dialled at all."""
+
+
 class InboundListener(Acceptor[ListenerPlan]):
     """Accepts connections for one listener and runs each through the inbound path."""
 
@@ -174,6 +178,8 @@ class InboundListener(Acceptor[ListenerPlan]):
         address = listener.backend
         assert address is not None
         try:
+            if not self.host.backend_reachable(self.entry_id):
+                raise BackendDown("down since the last probe (backend_check)")
             async with asyncio.timeout(limits.connect_timeout):
                 _, backend = await self.loop.create_connection(
                     lambda: Leg("backend", self.loop), address.host, address.port

@@ -277,3 +277,43 @@ async def test_admin_port_in_use_is_an_oserror(pki: Pki, backend: EchoBackend, w
         with pytest.raises(OSError):
             await start_admin(runtime, Admin(listen=Address("127.0.0.1", taken.getsockname()[1])))
     assert runtime.admin_address is None
+
+
+async def test_backend_check_drives_readiness_and_stats(pki: Pki, workdir: Path, captured_logs: LogCapture) -> None:
+    with socket.socket() as probe:  # a port nothing listens on yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = admin_config(pki, port, backend_check=0.1)
+    async with running(workdir, config) as (sidecar, session):
+        assert sidecar.runtime is not None
+
+        async def ready() -> tuple[int, Any]:
+            return await get_json(session, sidecar.url("/readyz"))
+
+        async with asyncio.timeout(5):
+            while (await ready())[1].get("status") != "backend_down":
+                await asyncio.sleep(0.05)
+        assert await ready() == (503, {"status": "backend_down", "listeners": ["PESITSSL"]})
+        _, stats = await get_json(session, sidecar.url("/stats"))
+        assert stats["listeners"]["PESITSSL"]["backend_up"] is False
+        # Known down: the session is refused at once, without a dial.
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client)) is None
+        await eventually(lambda: bool(captured_logs.of("close")))
+        close = captured_logs.of("close")[0]
+        assert close["reason"] == "backend_unreachable" and "backend_check" in str(close["detail"])
+
+        echo = EchoBackend()
+        echo.server = await asyncio.start_server(echo._serve, "127.0.0.1", port)
+        try:
+            async with asyncio.timeout(5):
+                while (await ready())[0] != 200:
+                    await asyncio.sleep(0.05)
+            _, stats = await get_json(session, sidecar.url("/stats"))
+            assert stats["listeners"]["PESITSSL"]["backend_up"] is True
+            assert await tls_exchange(sidecar.port(), pki.client_context(pki.client), b"up") == b"up"
+        finally:
+            await echo.stop()
+    assert [event["event"] for event in captured_logs.events if event["event"].startswith("backend_")] == [
+        "backend_down",
+        "backend_up",
+    ]
