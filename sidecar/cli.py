@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     reload.add_argument("--admin", metavar="URL", help="admin endpoint (default: the config's admin.listen)")
     reload.add_argument("--token-file", type=Path, help="bearer token file (default: the config's admin.token_file)")
 
+    cft = commands.add_parser("import-cft", help="convert Transfer CFT CFTUTIL/PKIUTIL commands to a configuration")
+    cft.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CFTEXT/PKIEXT exports, cftinit files")
+    cft.add_argument("-o", "--output", type=Path, metavar="OUT", help="write the configuration here (default: stdout)")
+    cft.add_argument("--backend", metavar="HOST:PORT", help="the plaintext service behind every listener")
+
     demo = commands.add_parser("demo", help="showcase: throwaway PKI, echo backend, proxy, admin and sample clients")
     demo.add_argument("--once", action="store_true", help="exit after the table: 0 only if every outcome was expected")
     demo.add_argument("--dir", type=Path, help="write the PKI, config and rule file here and keep them")
@@ -89,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return explain_command(args)
     if args.command == "reload":
         return _reload(args.config, args.admin, args.token_file)
+    if args.command == "import-cft":
+        from .cftimport.command import import_cft_command
+
+        return import_cft_command(args)
     if args.command == "demo":
         from .demo import demo_command
 

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 TokenKind = Literal["word", "quoted", "open", "close", "comma", "error"]
 
 _SINGLE = "'‘’"
 _DOUBLE = '"“”'
+# Blanks within a line are absorbed by each token's match, so large exports cost one match per
+# token and one per line end rather than one per blank run.
 _TOKEN = re.compile(
     rf"""
-      (?P<blank>[ \t\r\n]+)
+    [ \t\r]*
+    (?:
+      (?P<newline>\n[ \t\r\n]*)
     | (?P<comment>/\*.*?\*/)
     | (?P<open_comment>/\*)
     | (?P<single>[{_SINGLE}](?:[^{_SINGLE}\n]|[{_SINGLE}]{{2}})*[{_SINGLE}])
@@ -39,14 +42,15 @@ _TOKEN = re.compile(
     | (?P<close>\))
     | (?P<comma>,)
     | (?P<word>(?:[^ \t\r\n,()/{_SINGLE}{_DOUBLE}]|/(?!\*))+)
+    | (?P<end>\Z)
+    )
     """,
     re.VERBOSE | re.DOTALL,
 )
 _REST_OF_LINE_BLANK = re.compile(r"[ \t\r]*(?:\n|\Z)")
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     kind: TokenKind
     text: str  # a quoted string's content, doubled quotes undone; an error token's message
     line: int
@@ -59,37 +63,24 @@ def tokenize(text: str) -> Iterator[Token]:
     """The tokens of `text`, errors included as `error` tokens; never raises."""
     line = 1
     line_start = True
-    position = 0
     for match in _TOKEN.finditer(text):
         kind = match.lastgroup
-        value = match.group()
-        start = match.start()
-        if start != position:  # cannot happen: every character starts some alternative
-            yield Token("error", "unreadable text", line)
-        position = match.end()
-        if kind == "blank":
-            if "\n" in value:
-                line += value.count("\n")
-                line_start = True
+        if kind == "newline":
+            line += match.group(kind).count("\n")
+            line_start = True
             continue
         if kind == "comment":
-            line += value.count("\n")
+            line += match.group(kind).count("\n")
             continue
+        if kind == "end":
+            return
         if kind == "open_comment":
             yield Token("error", "comment /* is never closed", line, line_start=line_start)
             return
+        value = match.group(kind)
         first, line_start = line_start, False
-        if kind in ("single", "double"):
-            quote, curlies = ("'", "‘’") if kind == "single" else ('"', "“”")
-            curly = any(c in value for c in curlies)
-            body = value[1:-1]
-            if curly:
-                body = body.translate({ord(c): quote for c in curlies})
-            body = body.replace(quote * 2, quote)
-            yield Token("quoted", body, line, quote=quote, curly=curly, line_start=first)
-        elif kind == "open_string":
-            yield Token("error", f"quoted string {value[:40]!r} is not closed on its line", line, line_start=first)
-        elif kind == "word":
+        if kind == "word":
+            start = match.start(kind)
             if (
                 value == "-"
                 and (start == 0 or text[start - 1] in " \t\r\n,")
@@ -98,5 +89,14 @@ def tokenize(text: str) -> Iterator[Token]:
                 line_start = first
                 continue
             yield Token("word", value, line, line_start=first)
+        elif kind in ("single", "double"):
+            quote, curlies = ("'", "‘’") if kind == "single" else ('"', "“”")
+            curly = any(c in value for c in curlies)
+            body = value[1:-1]
+            if curly:
+                body = body.translate({ord(c): quote for c in curlies})
+            yield Token("quoted", body.replace(quote * 2, quote), line, quote, curly, first)
+        elif kind == "open_string":
+            yield Token("error", f"quoted string {value[:40]!r} is not closed on its line", line, line_start=first)
         else:
             yield Token(kind, value, line, line_start=first)  # type: ignore[arg-type]
