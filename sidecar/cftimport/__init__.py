@@ -78,5 +78,7 @@ def import_cft(sources: Sequence[tuple[str, str]], *, backend: str | None = None
         return ImportResult(problems=tuple(problems))
     imported: Imported = map_commands(commands, backend)
     yaml_text = render_yaml(imported.tree)
-    notes = (*imported.notes, *loader_notes(yaml_text, output, imported.origins))
-    return ImportResult(yaml_text=yaml_text, tree=imported.tree, notes=notes)
+    notes = [*imported.notes, *loader_notes(yaml_text, output, imported.origins)]
+    order = {name: i for i, (name, _) in enumerate(sources)}
+    notes.sort(key=lambda note: (order.get(note.file, len(order)), note.line or 0))  # stable: file, then line
+    return ImportResult(yaml_text=yaml_text, tree=imported.tree, notes=tuple(notes))

@@ -64,7 +64,7 @@ def tokenize(text: str) -> Iterator[Token]:
     line = 1
     line_start = True
     for match in _TOKEN.finditer(text):
-        kind = match.lastgroup
+        kind = match.lastgroup or "end"
         if kind == "newline":
             line += match.group(kind).count("\n")
             line_start = True

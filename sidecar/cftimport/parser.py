@@ -122,16 +122,18 @@ class _Reader:
             if token.kind == "comma":
                 self.i += 1
                 continue
+            start = self.i
             try:
                 commands.append(self.command())
             except _Abort:
-                self.i += 1
+                self.i = max(self.i, start + 1)  # past the offending token, not past the next command
                 self.recover()
         return Parsed(tuple(commands), tuple(self.problems))
 
     def command(self) -> Command:
         token = self.tokens[self.i]
         if token.kind == "error":
+            self.i += 1
             raise self.fail(token.line, token.text)
         if token.kind != "word":
             raise self.fail(token.line, f"expected a command name, got {_show(token)}")
@@ -152,6 +154,7 @@ class _Reader:
         if token is None:
             return None
         if token.kind == "error":
+            self.i += 1
             raise self.fail(token.line, token.text)
         if token.kind != "word":
             raise self.fail(token.line, f"expected a parameter name, got {_show(token)}")
