@@ -132,7 +132,7 @@ class _View:
         self._resolved: dict[str, Value | None] = {}
         for param in obj.command.params:
             earlier = self.params.get(param.name)
-            if earlier is not None and param.name not in ("ID", "MODE"):
+            if earlier is not None:
                 self.note("warning", f"{param.name} given twice (lines {earlier.line} and {param.line}): the last wins")
             self.params[param.name] = param
 
@@ -363,7 +363,9 @@ def _protocols(context: _Context) -> tuple[list[_Protocol], list[_Protocol]]:
     active: set[str] | None = None
     chosen: _Object | None = None
     if parms:
-        wanted = context.uconf.get("cft.param_id", "").strip().upper() or "IDPARM0"
+        # The UCONF cft.param_id's, else IDPARM0, else the only one.
+        configured = context.uconf.get("cft.param_id", "").strip().upper()
+        wanted = configured if (configured, "") in parms else "IDPARM0"
         chosen = parms.get((wanted, "")) or (next(iter(parms.values())) if len(parms) == 1 else None)
         for obj in parms.values():
             view = context.view(obj)
@@ -567,7 +569,9 @@ def _profiles(context: _Context, origins: dict[str, Origin]) -> list[dict[str, A
         direct = obj.qualifier
         item: dict[str, Any] = {"id": obj.ident, "direct": direct}
         usercid = view.text("USERCID", "id")
-        if usercid is not None:
+        if usercid is not None and "&" in usercid:  # &PART, &USERID: CFT picks a certificate per partner
+            view.note("error", f"USERCID={usercid}: substituted per partner by CFT: cannot be imported: left out")
+        elif usercid is not None:
             item["usercid"] = usercid
         rootcid = view.items("ROOTCID", "id")
         if rootcid:
@@ -675,10 +679,8 @@ def _partners(context: _Context, listeners: list[_Protocol], origins: dict[str, 
             sap = _sap(view, saps[first])
             if sap is not None:
                 item["sap"] = sap
-        wanted_class = "1"
-        if prot:
-            lead = listener_ids[0] if prot == ["*"] else prot[0]
-            wanted_class = net_class.get(lead, "1") if listener_ids else "1"
+        lead = (listener_ids[0] if listener_ids else None) if prot == ["*"] else (prot[0] if prot else None)
+        wanted_class = net_class.get(lead, "1") if lead is not None else "1"
         same_id = [tcp for (ident, _), tcp in tcps.items() if ident == obj.ident]
         tcp = tcps.get((obj.ident, wanted_class)) or tcps.get((obj.ident, "1"))
         if tcp is None and len(same_id) == 1:

@@ -22,7 +22,8 @@ pieces = st.sampled_from(
      " VALUE", " CERTIFICATES", " KEYEXT", " CACHE", "=", " = ", ",", ", ", "(", ")", "'", "''", '"', "‘", "”",
      "/*", "*/", " -\n", "\n", "\r\n", " ", "\t", "*", "#", "//", "%uconf:", "%env:", "%", "cft-2", "#31373632",
      "1762", "'10'", "49199", "4", "TLSV1", "SSLV3", "PESIT", "SFTP", "INADDR_ANY", "IN6ADDR_ANY", "CALL",
-     "OUT", "NOACTIVE", "P*", "?", "'(\"O=A\" AND \"CN=b\")'", "'CN=a, CN=b'", "PKCS12", "@/f", "X", "y1", "z_2"]
+     "OUT", "NOACTIVE", "P*", "?", " PROT=*", "'(\"O=A\" AND \"CN=b\")'", "'CN=a, CN=b'", "PKCS12", "@/f",
+     "X", "y1", "z_2", "&PART"]
 )  # fmt: skip
 grammar_texts = st.lists(pieces | st.text(max_size=3), max_size=40).map("".join)
 
@@ -78,3 +79,41 @@ def test_rendered_commands_parse_back(written: list[Command]) -> None:
     parsed = parse_commands(render_commands(written), "r.cft")
     assert parsed.problems == ()
     assert [shape(c) for c in parsed.commands] == [shape(c) for c in written]
+
+
+# Objects made of the names and values the mapping reads, so that its rules (not only the parser)
+# meet odd combinations: missing keys, wrong keywords, masks, references, SAP forms, MODE orders.
+object_names = st.sampled_from(
+    ["CFTSSL", "CFTPROT", "CFTNET", "CFTPART", "CFTTCP", "CFTPARM", "PKICER", "PKIENTITY", "UCONFSET", "CFTSEND"]
+)
+param_names = st.sampled_from(
+    ["ID", "ID", "DIRECT", "MODE", "USERCID", "ROOTCID", "CIPHLIST", "VERIFY", "VERSION", "DEPTH", "DNUSER",
+     "DNISSUER", "KEYEXT", "CACHE", "PARM", "PASSW", "TYPE", "SAP", "NET", "SSL", "HOST", "CLASS", "CALL", "PROT",
+     "NRPART", "NRPASSW", "STATE", "INAME", "IFORM", "IKNAME", "IKFORM", "IKPASSW", "IDATA", "CERTIFICATES",
+     "VALUE", "TRACE"]
+)  # fmt: skip
+words = st.sampled_from(
+    ["A", "B", "P1", "SRV", "CLIENT", "SERVER", "REPLACE", "CREATE", "DELETE", "NONE", "REQUIRED", "ENFORCED",
+     "TLSV1", "SSLV3", "0", "1", "3", "10", "11", "49199", "10", "4", "47", "PESIT", "ODETTE", "SFTP",
+     "INADDR_ANY", "IN6ADDR_ANY", "::1", "10.0.0.1", "OUT", "NOACTIVE", "*", "P*", "?", "1762", "cft-1",
+     "#31373632", "#zz", "%uconf:samples.pesitssl_sap.value%", "%uconf:x%", "%env:Y%", "&PART", "PEM", "DER",
+     "PKCS12", "@/f", "YES", "NO", "(A, B)", '("O=A" AND "CN=b")', "CN=a, CN=b", "cft.param_id",
+     "cft.ssl.version_min", "tls_1.3", "ssl_3.0", "", " ", "x#y"]
+)  # fmt: skip
+object_scalars = st.builds(Scalar, words, st.sampled_from(["", "'", '"']))
+object_values = object_scalars | st.builds(ListValue, st.lists(object_scalars, max_size=3).map(tuple))
+
+
+@st.composite
+def cft_objects(draw: st.DrawFn) -> Command:
+    params = draw(st.lists(st.builds(Param, param_names, object_values, st.just(0)), max_size=8))
+    return Command(draw(object_names), tuple(params), "t.cft", 0)
+
+
+@SETTINGS
+@given(st.lists(cft_objects(), max_size=12))
+def test_any_objects_import_to_a_value(objects: list[Command]) -> None:
+    text = render_commands(objects)
+    result = import_cft([("t.cft", text)])
+    assert result.problems == (), text
+    assert yaml.safe_load(result.yaml_text or "") == result.tree

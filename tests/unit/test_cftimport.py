@@ -370,6 +370,8 @@ def test_active_protocols_follow_cftparm_prot() -> None:
     ]
     tree, _ = on_base("UCONFSET ID=cft.param_id, VALUE=other\n" + text)
     assert [listener["id"] for listener in tree["listeners"]] == ["TLS3"]
+    tree, _ = on_base("UCONFSET ID=cft.param_id, VALUE=missing\n" + text)
+    assert [listener["id"] for listener in tree["listeners"]] == ["TLS"]
 
 
 @pytest.mark.parametrize(
@@ -555,6 +557,18 @@ def test_partners(text: str, partners: list[dict[str, Any]], notes: list[str]) -
     tree, got = on_base(text)
     same(tree.get("partners", []), partners)
     assert got == notes
+
+
+def test_a_client_usercid_substituted_per_partner_cannot_be_imported() -> None:
+    tree, notes = on_base("CFTSSL ID=C, DIRECT=CLIENT, USERCID=&PART, CIPHLIST=(49199)")
+    assert "usercid" not in profile(tree, "C", "client")
+    assert notes == ["t.cft:1: error: CFTSSL C/client: USERCID=&PART: substituted per partner by CFT: "
+                     "cannot be imported: left out"]  # fmt: skip
+
+
+def test_a_partner_for_every_listener_when_there_is_none() -> None:
+    result = import_cft([("t.cft", "CFTPART ID=P, PROT=*\nCFTTCP ID=P, HOST=h")])
+    assert result.tree == {"partners": [{"id": "P", "prot": ["*"], "host": ["h"]}]}
 
 
 def test_pki_entries_from_pkicer_and_pkientity() -> None:
