@@ -88,7 +88,7 @@ def tokenize(text: str) -> Iterator[Token]:
             ):
                 line_start = first
                 continue
-            yield Token("word", value, line, line_start=first)
+            yield Token("word", value, line, "", False, first)
         elif kind in ("single", "double"):
             quote, curlies = ("'", "‘’") if kind == "single" else ('"', "“”")
             curly = any(c in value for c in curlies)
@@ -99,4 +99,4 @@ def tokenize(text: str) -> Iterator[Token]:
         elif kind == "open_string":
             yield Token("error", f"quoted string {value[:40]!r} is not closed on its line", line, line_start=first)
         else:
-            yield Token(kind, value, line, line_start=first)  # type: ignore[arg-type]
+            yield Token(kind, value, line, "", False, first)  # type: ignore[arg-type]

@@ -646,7 +646,12 @@ def _partners(context: _Context, listeners: list[_Protocol], origins: dict[str, 
     net_class = {p.obj.ident: p.net_class for p in listeners}
     tcps = context.stores.get("CFTTCP", {})
     parts = context.stores.get("CFTPART", {})
+    tcps_by_id: dict[str, list[_Object]] = {}
+    for (ident, _), record in tcps.items():
+        tcps_by_id.setdefault(ident, []).append(record)
+    profile_ids = {ident for ident, _ in context.stores.get("CFTSSL", {})}
     used_tcps: set[int] = set()
+    imported: set[str] = set()
     partners: list[dict[str, Any]] = []
     for obj in parts.values():
         view = context.view(obj)
@@ -670,7 +675,7 @@ def _partners(context: _Context, listeners: list[_Protocol], origins: dict[str, 
         ssl = view.text("SSL", "id")
         if ssl is not None:
             item["ssl"] = ssl
-            if not any(key[0] == ssl for key in context.stores.get("CFTSSL", {})):
+            if ssl not in profile_ids:
                 view.note("warning", f"SSL={ssl}: no such CFTSSL")
         if prot is not None:
             item["prot"] = prot
@@ -681,7 +686,7 @@ def _partners(context: _Context, listeners: list[_Protocol], origins: dict[str, 
                 item["sap"] = sap
         lead = (listener_ids[0] if listener_ids else None) if prot == ["*"] else (prot[0] if prot else None)
         wanted_class = net_class.get(lead, "1") if lead is not None else "1"
-        same_id = [tcp for (ident, _), tcp in tcps.items() if ident == obj.ident]
+        same_id = tcps_by_id.get(obj.ident, [])
         tcp = tcps.get((obj.ident, wanted_class)) or tcps.get((obj.ident, "1"))
         if tcp is None and len(same_id) == 1:
             tcp = same_id[0]
@@ -700,12 +705,13 @@ def _partners(context: _Context, listeners: list[_Protocol], origins: dict[str, 
             tcp_view.ignored_line()
         origins[f"partners[{len(partners)}]"] = Origin(obj.command.file, obj.command.line, obj.subject)
         partners.append(item)
+        imported.add(obj.ident)
         view.ignored_line()
-    for (ident, _), tcp in tcps.items():
+    for (ident, _), record in tcps.items():
         if (ident, "") not in parts:
-            context.view(tcp).note("warning", f"no CFTPART {ident}: not imported")
-        elif id(tcp) not in used_tcps and any(p["id"] == ident for p in partners):
-            context.view(tcp).note("skipped", f"CLASS={tcp.qualifier} is not the class of {ident}'s listener")
+            context.view(record).note("warning", f"no CFTPART {ident}: not imported")
+        elif id(record) not in used_tcps and ident in imported:
+            context.view(record).note("skipped", f"CLASS={record.qualifier} is not the class of {ident}'s listener")
     return partners
 
 
