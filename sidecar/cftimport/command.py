@@ -16,23 +16,23 @@ from pathlib import Path
 
 from ..config import parse_address
 from . import import_cft
-from .report import LEVELS
+from .report import LEVELS, Note
 
 EXIT_OK = 0
 EXIT_WRITE = 1
 EXIT_INPUT = 2
 
 
-def _read(path: Path) -> tuple[str | None, str | None]:
-    """(text, None), or (None, problem). Not UTF-8: read as Latin-1, which CFT hosts commonly write."""
+def _read(path: Path) -> tuple[str | None, str | None, bool]:
+    """(text, problem, read as Latin-1). Not UTF-8: Latin-1, which older CFT hosts commonly write."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return None, f"{path}: error: cannot read: {exc.strerror or exc}"
+        return None, f"{path}: error: cannot read: {exc.strerror or exc}", False
     try:
-        return data.decode("utf-8-sig"), None
+        return data.decode("utf-8-sig"), None, False
     except UnicodeDecodeError:
-        return data.decode("latin-1"), None
+        return data.decode("latin-1"), None, True
 
 
 def _write(output: Path, text: str) -> str | None:
@@ -63,12 +63,15 @@ def import_cft_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             problems.append(f"--backend: error: {exc}")
     sources: list[tuple[str, str]] = []
+    encoding_notes: list[Note] = []
     for path in files:
-        text, problem = _read(path)
+        text, problem, latin1 = _read(path)
         if problem is not None:
             problems.append(problem)
         elif text is not None:
             sources.append((str(path), text))
+            if latin1:
+                encoding_notes.append(Note(str(path), None, "warning", "", "not UTF-8: read as Latin-1"))
     result = import_cft(sources, backend=backend, output=(output or Path("sidecar.yaml")).absolute())
     problems.extend(str(problem) for problem in result.problems)
     if problems or result.yaml_text is None:
@@ -76,7 +79,8 @@ def import_cft_command(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         print(f"import-cft: {len(problems)} problem(s), nothing written", file=sys.stderr)
         return EXIT_INPUT
-    for note in result.notes:
+    notes = [*encoding_notes, *result.notes]
+    for note in notes:
         print(note, file=sys.stderr)
     if output is not None:
         problem = _write(output, result.yaml_text)
@@ -89,7 +93,7 @@ def import_cft_command(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         except BrokenPipeError:
             return EXIT_WRITE
-    counts = Counter(note.level for note in result.notes)
+    counts = Counter(note.level for note in notes)
     sections = ", ".join(
         f"{key}: {len(result.tree.get(key, ()))}" for key in ("pki", "profiles", "listeners", "partners")
     )

@@ -72,6 +72,7 @@ def test_latin_1_input_and_backend_option(tmp_path: Path) -> None:
     result = sidecar("import-cft", "a.conf", "--backend", "10.0.0.1:1761", "-o", "out.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+    assert result.stderr.splitlines()[0] == "a.conf: warning: not UTF-8: read as Latin-1"
     tree = yaml.safe_load((tmp_path / "out.yaml").read_text(encoding="utf-8"))
     assert tree["profiles"][0]["dnuser"] == "O=Société Générale"
 
