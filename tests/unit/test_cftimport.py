@@ -633,3 +633,11 @@ def test_the_core_imports_no_io_module() -> None:
                     for alias in node.names}  # fmt: skip
         imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not imported & {"asyncio", "ssl", "socket", "aiohttp", "OpenSSL", "uvloop", "os", "subprocess"}
+
+
+def test_ids_that_yaml_would_misread_stay_strings() -> None:
+    result = import_cft([("t.cft", "CFTSSL ID=NO, DIRECT=CLIENT, CIPHLIST=(49199), USERCID=1762, ROOTCID=(ON, null)")])
+    assert result.yaml_text is not None
+    assert "id: 'NO'" in result.yaml_text and "usercid: '1762'" in result.yaml_text
+    assert yaml.safe_load(result.yaml_text) == result.tree
+    assert list(result.tree["pki"]) == ["1762", "ON", "NULL"]
