@@ -64,39 +64,43 @@ def tokenize(text: str) -> Iterator[Token]:
     line = 1
     line_start = True
     for match in _TOKEN.finditer(text):
-        kind = match.lastgroup or "end"
-        if kind == "newline":
+        kind = match.lastgroup
+        # The commonest kinds first: this loop runs once per token of exports of many megabytes.
+        if kind == "word":
+            value = match.group(kind)
+            if value == "-":
+                start = match.start(kind)
+                if (start == 0 or text[start - 1] in " \t\r\n,") and _REST_OF_LINE_BLANK.match(text, match.end()):
+                    continue  # the continuation mark
+            yield Token("word", value, line, "", False, line_start)
+        elif kind == "newline":
             line += match.group(kind).count("\n")
             line_start = True
             continue
-        if kind == "comment":
-            line += match.group(kind).count("\n")
-            continue
-        if kind == "end":
-            return
-        if kind == "open_comment":
-            yield Token("error", "comment /* is never closed", line, line_start=line_start)
-            return
-        value = match.group(kind)
-        first, line_start = line_start, False
-        if kind == "word":
-            start = match.start(kind)
-            if (
-                value == "-"
-                and (start == 0 or text[start - 1] in " \t\r\n,")
-                and _REST_OF_LINE_BLANK.match(text, match.end())
-            ):
-                line_start = first
-                continue
-            yield Token("word", value, line, "", False, first)
-        elif kind in ("single", "double"):
+        elif kind == "single" or kind == "double":
+            value = match.group(kind)
             quote, curlies = ("'", "‘’") if kind == "single" else ('"', "“”")
-            curly = any(c in value for c in curlies)
+            curly = curlies[0] in value or curlies[1] in value
             body = value[1:-1]
             if curly:
                 body = body.translate({ord(c): quote for c in curlies})
-            yield Token("quoted", body.replace(quote * 2, quote), line, quote, curly, first)
+            yield Token("quoted", body.replace(quote * 2, quote), line, quote, curly, line_start)
+        elif kind == "comma":
+            yield Token("comma", ",", line, "", False, line_start)
+        elif kind == "open":
+            yield Token("open", "(", line, "", False, line_start)
+        elif kind == "close":
+            yield Token("close", ")", line, "", False, line_start)
+        elif kind == "comment":
+            line += match.group(kind).count("\n")
+            continue
         elif kind == "open_string":
-            yield Token("error", f"quoted string {value[:40]!r} is not closed on its line", line, line_start=first)
-        else:
-            yield Token(kind, value, line, "", False, first)  # type: ignore[arg-type]
+            value = match.group(kind)
+            message = f"quoted string {value[:40]!r} is not closed on its line"
+            yield Token("error", message, line, "", False, line_start)
+        elif kind == "open_comment":
+            yield Token("error", "comment /* is never closed", line, "", False, line_start)
+            return
+        else:  # the end of the text
+            return
+        line_start = False
