@@ -94,12 +94,14 @@ def test_export_to_check_to_explain(tmp_path: Path) -> None:
 
     check = sidecar("check", "-c", "sidecar.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
-    explain = ["explain", "-c", "sidecar.yaml", "--listener", "PTLS", "--partner", "LILLE", "--peer", "198.51.100.7"]
+    explain = ["explain", "-c", "sidecar.yaml", "--listener", "PTLS", "--partner", "LILLE", "--password", "Lil1e",
+               "--peer", "198.51.100.7"]
     accepted = sidecar(*explain, "--cert", "lille.pem", cwd=tmp_path)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert accepted.stdout.strip().endswith("decision   ACCEPT")
     refused = sidecar(*explain, "--cert", "impostor.pem", cwd=tmp_path)
     assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "decision   REJECT" in refused.stdout and "[profiles[1].dnuser]" in refused.stdout
 
 
 def test_a_2000_partner_export_imports_quickly_and_passes_check(tmp_path: Path) -> None:
