@@ -126,3 +126,11 @@ def test_a_2000_partner_export_imports_quickly_and_passes_check(tmp_path: Path) 
     check = sidecar("check", "-c", "sidecar.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stderr[-2000:]
     assert "2000 partner(s)" in check.stdout
+
+
+def test_an_output_that_cannot_be_written_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "a.conf").write_text(EXAMPLE_A)
+    result = sidecar("import-cft", "a.conf", "-o", "no/such/dir/out.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("no/such/dir/out.yaml: error: cannot write:")
+    assert "Traceback" not in result.stderr
