@@ -45,7 +45,7 @@ def test_syntax_errors_exit_2_and_nothing_is_written(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         "missing.conf: error: cannot read: No such file or directory",
         "bad.conf:1: error: expected a command name, got '*' (CFTUTIL comments are only /* … */)",
-        "bad.conf:2: error: quoted string \"'X\" is not closed on its line",
+        'bad.conf:2: error: quoted string "\'X" is not closed on its line',
         "bad.conf:3: error: PROT: list opened with '(' is never closed",
         "import-cft: 4 problem(s), nothing written",
     ]
@@ -95,7 +95,7 @@ def test_export_to_check_to_explain(tmp_path: Path) -> None:
     check = sidecar("check", "-c", "sidecar.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     explain = ["explain", "-c", "sidecar.yaml", "--listener", "PTLS", "--partner", "LILLE", "--password", "Lil1e",
-               "--peer", "198.51.100.7"]
+               "--peer", "198.51.100.7"]  # fmt: skip
     accepted = sidecar(*explain, "--cert", "lille.pem", cwd=tmp_path)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert accepted.stdout.strip().endswith("decision   ACCEPT")
