@@ -10,9 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from ..support.cftexport import cftext, pkiext
+from ..support.cftexport import EXAMPLE_A, EXPECTED_A, cftext, pkiext
 from ..support.pki import issue, make_ca
-from ..unit.test_cftimport import EXAMPLE_A, EXPECTED_A
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 

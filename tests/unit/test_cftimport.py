@@ -13,6 +13,7 @@ import yaml
 from sidecar.cftimport import import_cft, lexer, mapping, parser, report
 from sidecar.cftimport.mapping import map_commands
 from sidecar.cftimport.parser import ListValue, Scalar, parse_commands
+from tests.support.cftexport import EXAMPLE_A, EXAMPLE_B, EXAMPLE_C, EXAMPLE_D, EXPECTED_A, REPORT_A
 
 OUTPUT = Path("/srv/sidecar/sidecar.yaml")
 
@@ -33,66 +34,6 @@ def same(actual: Any, expected: Any) -> None:
     assert json.dumps(actual, indent=1) == json.dumps(expected, indent=1)
 
 
-EXAMPLE_A = """\
-/* Lille branch: the TLS front door */
-cftnet  id = nbr, type = tcp, host = INADDR_ANY
-cftprot id = pplain, type = pesit, prof = any, net = nbr, sap = 1761
-cftprot id = ptls, type = pesit, prof = any, net = nbr,
-        sap = 1762,                        /* the port partners call */
-        ssl = brsrv
-cftssl  id = brsrv, direct = server, usercid = brcert,
-        rootcid = (bankroot, banksub),
-        ciphlist = (47, 156, 49199), verify = required, depth = 3
-cftssl  id = lillechk, direct = server, ciphlist = (49199),
-        dnuser = '("O=Bank" AND "OU=Lille")'
-cftpart id = lille, prot = (ptls), nrpart = lille, nrpassw = "Lil1e",
-        ssl = lillechk, nspart = hub
-cfttcp  id = lille, host = (198.51.100.7, 198.51.100.8), verify = 11
-"""
-EXPECTED_A = """
-pki: {BRCERT: {cert: pki/BRCERT.pem, key: pki/BRCERT.key}, BANKROOT: {cert: pki/BANKROOT.pem},
-      BANKSUB: {cert: pki/BANKSUB.pem}}
-profiles:
-- {id: BRSRV, direct: server, usercid: BRCERT, rootcid: [BANKROOT, BANKSUB], verify: required,
-   ciphlist: [49199, 156, 47], version: {min: tls1.0, max: tls1.2}, depth: 2}
-- {id: LILLECHK, direct: server, verify: required, ciphlist: [49199],
-   version: {min: tls1.0, max: tls1.2}, depth: 9, dnuser: '("O=Bank" AND "OU=Lille")'}
-listeners:
-- {id: PTLS, listen: 0.0.0.0:1762, ssl: BRSRV, backend: 127.0.0.1:1761, identify: pesit}
-partners:
-- {id: LILLE, nrpart: LILLE, nrpassw: Lil1e, ssl: LILLECHK, prot: [PTLS],
-   host: [198.51.100.7, 198.51.100.8], host_verify: 11}
-"""
-REPORT_A = [
-    "a.cft:3: skipped: CFTPROT PPLAIN: plaintext (no SSL): the backend of PTLS",
-    "a.cft:4: ignored: CFTPROT PTLS: PROF=ANY",
-    "a.cft:12: ignored: CFTPART LILLE: NSPART=HUB",
-]
-EXAMPLE_B = """\
-CFTSSL ID = 'SSLOUT',
- CIPHLIST = ( '49199',
- '60'),
- DIRECT = 'CLIENT',
- /* DNISSUER = ( ''),*/
- DNUSER = ( 'O=Central Bank/OU=Clearing'),
- DEPTH = '10', KEYEXT = 'VERIFY', ROOTCID = ( 'CBROOT'), TRACE = '0',
- USERCID = 'OURCERT', VERIFY = 'REQUIRED', VERSION = 'TLSV1COMP', ORIGIN = 'CFTUTIL',
- MODE = 'REPLACE'
-"""
-EXAMPLE_C = """\
-CFTSSL  ID=CHK1, DIRECT=SERVER, CIPHLIST=(156), DNISSUER='CN=Old Issuing CA'
-CFTSSL  ID=CHK1, DIRECT=SERVER, CIPHLIST=(157,156), MODE=REPLACE   /* DNISSUER gone */
-CFTSSL  ID=CHK1, DIRECT=CLIENT, CIPHLIST=(157,156), PARM='a ''quoted'' word'
-CFTPART ID=VIGO, PROT=(P*), NRPART="Vigo", NRPASSW='abc', SSL=CHK1
-CFTPART ID=OLDP, MODE=DELETE
-"""
-EXAMPLE_D = """\
-PKICER ID = 'BANKROOT', ROOTCID = 'BANKROOT', ITYPE = 'ROOT', /*
- PKIFNAME = '',*/
- INAME = 'pki/ROOT0001', IFORM = 'DER', MODE = 'REPLACE'
-PKICER ID = 'BRCERT', ROOTCID = 'BANKSUB', ITYPE = 'USER',
- INAME = 'pki/brcert.p12', IFORM = 'PKCS12', IKPASSW = '@/run/secrets/p12pass'
-"""
 TLS10_12 = {"min": "tls1.0", "max": "tls1.2"}
 
 
