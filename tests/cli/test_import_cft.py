@@ -10,8 +10,9 @@ from pathlib import Path
 
 import yaml
 
+from sidecar.testing.pki import issue, make_ca
+
 from ..support.cftexport import EXAMPLE_A, EXPECTED_A, cftext, pkiext
-from ..support.pki import issue, make_ca
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 
