@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.admin import AdminServer, start_admin
+from sidecar.admin import start_admin
 from sidecar.config import Address, Admin
 from sidecar.runtime import Runtime
 from sidecar.snapshot import load_snapshot
@@ -28,29 +28,6 @@ from ..support.env import Pki, Sidecar, base_config, tls_exchange
 TOKEN = "s3cret-admin-token-0123456789"
 
 
-class AdminSidecar(Sidecar):
-    """Started the way `sidecar run` starts: the admin endpoint first, then the listeners."""
-
-    admin: AdminServer | None = None
-
-    async def start(self) -> Runtime:
-        snapshot = load_snapshot(self.config_path)
-        assert snapshot.config.admin is not None
-        self.runtime = Runtime(self.config_path, snapshot)
-        self.admin = await start_admin(self.runtime, snapshot.config.admin)
-        await self.runtime.start()
-        return self.runtime
-
-    async def stop(self) -> None:
-        await super().stop()
-        if self.admin is not None:
-            await self.admin.cleanup()
-
-    def url(self, path: str) -> str:
-        assert self.admin is not None
-        return f"http://{self.admin.address}{path}"
-
-
 def admin_config(pki: Pki, backend_port: int, **listener: Any) -> dict[str, Any]:
     config = base_config(pki, backend_port, **listener)
     config["admin"] = {"listen": "127.0.0.1:0"}
@@ -58,14 +35,9 @@ def admin_config(pki: Pki, backend_port: int, **listener: Any) -> dict[str, Any]
 
 
 @contextlib.asynccontextmanager
-async def running(workdir: Path, config: dict[str, Any]) -> AsyncIterator[tuple[AdminSidecar, aiohttp.ClientSession]]:
-    sidecar = AdminSidecar(workdir, config)
-    await sidecar.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield sidecar, session
-    finally:
-        await sidecar.stop()
+async def running(workdir: Path, config: dict[str, Any]) -> AsyncIterator[tuple[Sidecar, aiohttp.ClientSession]]:
+    async with Sidecar(workdir, config) as sidecar, aiohttp.ClientSession() as session:
+        yield sidecar, session
 
 
 async def get_json(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any]:
@@ -313,7 +285,7 @@ async def test_backend_check_drives_readiness_and_stats(pki: Pki, workdir: Path,
             assert await tls_exchange(sidecar.port(), pki.client_context(pki.client), b"up") == b"up"
         finally:
             await echo.stop()
-    assert [event["event"] for event in captured_logs.events if event["event"].startswith("backend_")] == [
+    assert [event["event"] for event in captured_logs.events if str(event["event"]).startswith("backend_")] == [
         "backend_down",
         "backend_up",
     ]

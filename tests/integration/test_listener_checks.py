@@ -22,21 +22,12 @@ TLS12 = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
 TLS13 = (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3)
 
 
-async def _run(workdir: Path, config: dict[str, object]) -> Sidecar:
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    return sidecar
-
-
 async def test_client_from_untrusted_ca_is_refused(
     pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
-    sidecar = await _run(workdir, base_config(pki, backend.port))
-    try:
+    async with Sidecar(workdir, base_config(pki, backend.port)) as sidecar:
         for tls in (TLS12, TLS13):
             assert await tls_exchange(sidecar.port(), pki.client_context(pki.stranger, tls=tls)) is None
-    finally:
-        await sidecar.stop()
     assert backend.connections == []
     closes = captured_logs.of("close")
     assert [c["reason"] for c in closes] == ["handshake_verify", "handshake_verify"]
@@ -56,11 +47,8 @@ async def test_expired_client_certificate_is_named_in_the_refusal(
 ) -> None:
     long_dn = "/C=FR/O=ACME" + "".join(f"/OU={'X' * 60}" for _ in range(20)) + "/CN=LONG"
     expired = issue(pki.root, long_dn, days=(-30, -1))
-    sidecar = await _run(workdir, base_config(pki, backend.port))
-    try:
+    async with Sidecar(workdir, base_config(pki, backend.port)) as sidecar:
         assert await tls_exchange(sidecar.port(), pki.client_context(expired, stem="expired")) is None
-    finally:
-        await sidecar.stop()
     (close,) = captured_logs.of("close")
     assert close["reason"] == "handshake_verify"
     assert close["verify_error"] == "depth 0: certificate has expired (10)"
@@ -72,12 +60,9 @@ async def test_expired_client_certificate_is_named_in_the_refusal(
 async def test_no_client_certificate_under_verify_required_is_refused(
     pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
-    sidecar = await _run(workdir, base_config(pki, backend.port))
-    try:
+    async with Sidecar(workdir, base_config(pki, backend.port)) as sidecar:
         for tls in (TLS12, TLS13):
             assert await tls_exchange(sidecar.port(), pki.client_context(None, tls=tls)) is None
-    finally:
-        await sidecar.stop()
     assert backend.connections == []
     assert all(c["decision"] == "reject" for c in captured_logs.of("close"))
 
@@ -85,12 +70,9 @@ async def test_no_client_certificate_under_verify_required_is_refused(
 async def test_verify_none_serves_clients_without_certificate(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
     config = base_config(pki, backend.port)
     config["profiles"][0]["verify"] = "none"  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         for tls in (TLS12, TLS13):
             assert await tls_exchange(sidecar.port(), pki.client_context(None, tls=tls), b"hello") == b"hello"
-    finally:
-        await sidecar.stop()
 
 
 async def test_ciphlist_with_one_tls12_suite_negotiates_it_and_refuses_others(
@@ -98,14 +80,11 @@ async def test_ciphlist_with_one_tls12_suite_negotiates_it_and_refuses_others(
 ) -> None:
     config = base_config(pki, backend.port)
     config["profiles"][0]["ciphlist"] = [49196]  # type: ignore[index]  # ECDHE-ECDSA-AES256-GCM-SHA384
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         offering_all = pki.client_context(pki.client, stem="all")
         assert await tls_exchange(sidecar.port(), offering_all) == b"x"
         offering_other = pki.client_context(pki.client, tls=TLS12, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256", stem="o")
         assert await tls_exchange(sidecar.port(), offering_other) is None
-    finally:
-        await sidecar.stop()
     closes = captured_logs.of("close")
     assert closes[0]["cipher"] == "ECDHE-ECDSA-AES256-GCM-SHA384"
     assert closes[0]["tls_version"] == "TLSv1.2"  # no TLS 1.3 suite listed: TLS 1.3 is off
@@ -118,12 +97,9 @@ async def test_tls13_only_client_refused_by_profile_without_tls13_suite(
 ) -> None:
     config = base_config(pki, backend.port)
     config["profiles"][0]["ciphlist"] = [49195, 49196]  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS13)) is None
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS12)) == b"x"
-    finally:
-        await sidecar.stop()
 
 
 LEGACY_SUITE = "ECDHE-ECDSA-AES128-SHA"  # 49161: a TLS 1.0 partner's suite (CBC, SHA-1 MAC)
@@ -145,13 +121,10 @@ async def test_a_profile_that_allows_tls10_serves_legacy_partners(
     config = base_config(pki, backend.port)
     config["profiles"][0]["version"] = {"min": "tls1.0", "max": "tls1.3"}  # type: ignore[index]
     config["profiles"][0]["ciphlist"] = [49161, 4865]  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         legacy = _legacy_client(pki, version)
         assert await tls_exchange(sidecar.port(), legacy) == b"x"
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS13)) == b"x"
-    finally:
-        await sidecar.stop()
     closes = captured_logs.of("close")
     assert [line["tls_version"] for line in closes] == [
         {ssl.TLSVersion.TLSv1: "TLSv1", ssl.TLSVersion.TLSv1_1: "TLSv1.1"}[version],
@@ -200,12 +173,9 @@ async def test_only_the_legacy_profile_runs_at_the_lowest_security_level(
     config["profiles"].append(legacy_profile)  # type: ignore[union-attr]
     listener = config["listeners"][0]  # type: ignore[index]
     config["listeners"].append({**listener, "id": "LEGACY", "ssl": "SSLOLD"})  # type: ignore[union-attr]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         assert await asyncio.to_thread(_sha1_signatures_only_exchange, pki, sidecar.port("LEGACY")) == b"x"
         assert await asyncio.to_thread(_sha1_signatures_only_exchange, pki, sidecar.port()) is None
-    finally:
-        await sidecar.stop()
 
 
 async def test_tlsv1_without_a_tls10_suite_is_tls12_at_the_default_level(
@@ -215,24 +185,18 @@ async def test_tlsv1_without_a_tls10_suite_is_tls12_at_the_default_level(
     profile starts at TLS 1.2 and keeps the default security level."""
     config = base_config(pki, backend.port)
     config["profiles"][0]["version"] = "tlsv1"  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         assert await tls_exchange(sidecar.port(), _legacy_client(pki, ssl.TLSVersion.TLSv1)) is None
         assert await asyncio.to_thread(_sha1_signatures_only_exchange, pki, sidecar.port()) is None
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS12)) == b"x"
-    finally:
-        await sidecar.stop()
 
 
 async def test_a_profile_from_tls12_refuses_tls10(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
     config = base_config(pki, backend.port)
     config["profiles"][0]["ciphlist"] = [49161, 4865]  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         legacy = _legacy_client(pki, ssl.TLSVersion.TLSv1)
         assert await tls_exchange(sidecar.port(), legacy) is None
-    finally:
-        await sidecar.stop()
 
 
 async def test_tls13_suites_limited_to_the_list(
@@ -240,12 +204,9 @@ async def test_tls13_suites_limited_to_the_list(
 ) -> None:
     config = base_config(pki, backend.port)
     config["profiles"][0]["ciphlist"] = ["TLS_CHACHA20_POLY1305_SHA256"]  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS13)) == b"x"
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=TLS12)) is None
-    finally:
-        await sidecar.stop()
     assert captured_logs.of("close")[0]["cipher"] == "TLS_CHACHA20_POLY1305_SHA256"
 
 
@@ -260,12 +221,9 @@ async def test_backend_down_closes_client_and_keeps_serving(
     config["listeners"].append(  # type: ignore[union-attr]
         {"id": "LIVE", "listen": "127.0.0.1:0", "ssl": "SSLSRV", "backend": f"127.0.0.1:{backend.port}"}
     )
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client)) is None
         assert await tls_exchange(sidecar.port("LIVE"), pki.client_context(pki.client)) == b"x"
-    finally:
-        await sidecar.stop()
     dead = [c for c in captured_logs.of("close") if c["listener"] == "PESITSSL"]
     assert dead[0]["reason"] == "backend_unreachable"
     assert str(dead_port) in str(dead[0]["detail"])
@@ -276,8 +234,7 @@ async def test_idle_timeout_closes_both_sides(
 ) -> None:
     config = base_config(pki, backend.port)
     config["limits"]["idle_timeout"] = 0.3  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", sidecar.port(), ssl=pki.client_context(pki.client), server_hostname="localhost"
         )
@@ -289,8 +246,6 @@ async def test_idle_timeout_closes_both_sides(
         writer.close()
         with contextlib.suppress(ssl.SSLError, ConnectionError):
             await writer.wait_closed()
-    finally:
-        await sidecar.stop()
     assert captured_logs.of("close")[0]["reason"] == "idle_timeout"
 
 
@@ -299,14 +254,11 @@ async def test_handshake_timeout_closes_a_silent_client(
 ) -> None:
     config = base_config(pki, backend.port)
     config["limits"]["handshake_timeout"] = 0.3  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
         assert await asyncio.wait_for(reader.read(10), 5) == b""
         writer.close()
         await writer.wait_closed()
-    finally:
-        await sidecar.stop()
     assert captured_logs.of("close")[0]["reason"] == "handshake_timeout"
     assert backend.connections == []
 
@@ -314,15 +266,12 @@ async def test_handshake_timeout_closes_a_silent_client(
 async def test_plaintext_on_a_tls_listener_is_refused(
     pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
-    sidecar = await _run(workdir, base_config(pki, backend.port))
-    try:
+    async with Sidecar(workdir, base_config(pki, backend.port)) as sidecar:
         reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
         writer.write(b"GET / HTTP/1.0\r\n\r\n")
         assert await asyncio.wait_for(reader.read(10), 5) == b""
         writer.close()
         await writer.wait_closed()
-    finally:
-        await sidecar.stop()
     assert captured_logs.of("close")[0]["reason"] == "handshake_plaintext"
     assert backend.connections == []
 
@@ -332,8 +281,7 @@ async def test_max_connections_closes_new_connections_at_once(
 ) -> None:
     config = base_config(pki, backend.port)
     config["limits"]["max_connections"] = 1  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", sidecar.port(), ssl=pki.client_context(pki.client), server_hostname="localhost"
         )
@@ -345,8 +293,6 @@ async def test_max_connections_closes_new_connections_at_once(
         writer.close()
         with contextlib.suppress(ssl.SSLError, ConnectionError):
             await writer.wait_closed()
-    finally:
-        await sidecar.stop()
     assert any(c.get("reason") == "max_connections" for c in captured_logs.of("close"))
 
 
@@ -355,8 +301,7 @@ def _open_fds() -> int:
 
 
 async def test_no_file_descriptor_leaks_after_mixed_connections(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
-    sidecar = await _run(workdir, base_config(pki, backend.port))
-    try:
+    async with Sidecar(workdir, base_config(pki, backend.port)) as sidecar:
         await tls_exchange(sidecar.port(), pki.client_context(pki.client))  # warm up lazy imports and caches
         before = _open_fds()
         for _ in range(10):
@@ -373,8 +318,6 @@ async def test_no_file_descriptor_leaks_after_mixed_connections(pki: Pki, backen
             await asyncio.sleep(0.02)
         assert _open_fds() <= before
         assert not sidecar.runtime.connections
-    finally:
-        await sidecar.stop()
 
 
 @pytest.mark.parametrize("level", ["debug", "info", "warning"])
@@ -383,8 +326,7 @@ async def test_a_connection_that_sends_nothing_is_counted_as_empty(
 ) -> None:
     config = base_config(pki, backend.port)
     config["logging"]["empty_connections"] = level  # type: ignore[index]
-    sidecar = await _run(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         for _ in range(2):  # a load balancer's TCP health check: connect, close
             _, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
             writer.close()
@@ -400,8 +342,6 @@ async def test_a_connection_that_sends_nothing_is_counted_as_empty(
             if len(captured_logs.of("close")) == 3:
                 break
             await asyncio.sleep(0.02)
-    finally:
-        await sidecar.stop()
     closes = captured_logs.of("close")
     empty = [close for close in closes if close["reason"] == "empty"]
     assert len(empty) == 2 and all(close["level"] == level for close in empty)

@@ -21,23 +21,14 @@ def _optional(pki: Pki, port: int, **profile: Any) -> dict[str, Any]:
     return config
 
 
-async def _with(workdir: Path, config: dict[str, Any]) -> Sidecar:
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    return sidecar
-
-
 async def test_optional_tolerates_missing_unknown_and_expired_certificates(
     pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
     expired = issue(pki.root, "/C=FR/O=ACME/CN=OLD", days=(-30, -1))
-    sidecar = await _with(workdir, _optional(pki, backend.port))
-    try:
+    async with Sidecar(workdir, _optional(pki, backend.port)) as sidecar:
         for cert, stem in ((None, "none"), (pki.stranger, "unknown-ca"), (expired, "expired")):
             assert await tls_exchange(sidecar.port(), pki.client_context(cert, stem=stem), b"hi") == b"hi"
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, stem="valid"), b"ok") == b"ok"
-    finally:
-        await sidecar.stop()
     closes = captured_logs.of("close")
     assert [c["verified"] for c in closes] == [False, False, False, True]
     assert "subject" not in closes[0] and closes[1]["subject"] == "/C=US/O=ACME/OU=Paris/CN=PARIS"
@@ -52,12 +43,9 @@ async def test_optional_with_dn_check_refuses_an_unverified_certificate(
     pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
     # The stranger's DN matches the pattern, but a tolerated certificate is never an identity.
-    sidecar = await _with(workdir, _optional(pki, backend.port, dnuser="OU=Paris"))
-    try:
+    async with Sidecar(workdir, _optional(pki, backend.port, dnuser="OU=Paris")) as sidecar:
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.stranger, stem="s")) is None
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client, stem="v")) == b"x"
-    finally:
-        await sidecar.stop()
     assert captured_logs.of("close")[0]["reason"] == "dnuser"
 
 
@@ -67,12 +55,9 @@ async def test_optional_does_not_feed_sslauth_with_an_unverified_certificate(
     (workdir / "rules.txt").write_text("ACCEPT /CN=PARIS /USER=P\nREVOKE /CN=PARIS\n")
     config = _optional(pki, backend.port)
     config["listeners"][0]["sslauth"] = "rules.txt"
-    sidecar = await _with(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         # Unverified: SSLAUTH is not applied (no verified certificate): accepted, no /USER.
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.stranger, stem="s2")) == b"x"
-    finally:
-        await sidecar.stop()
 
 
 def _plain_config(pki: Pki, port: int, **listener: Any) -> dict[str, Any]:
@@ -105,12 +90,9 @@ async def _plain_call(port: int, messages: list[bytes], expect: int, pause: floa
 async def test_plain_and_tls_clients_share_one_port(
     pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
-    sidecar = await _with(workdir, _plain_config(pki, backend.port))
-    try:
+    async with Sidecar(workdir, _plain_config(pki, backend.port)) as sidecar:
         assert await _plain_call(sidecar.port(), [b"plain text"], 10) == b"plain text"
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client), b"tls") == b"tls"
-    finally:
-        await sidecar.stop()
     closes = captured_logs.of("close")
     assert "tls_version" not in closes[0]  # the plain session
     assert closes[1]["tls_version"] in ("TLSv1.2", "TLSv1.3")
@@ -120,11 +102,8 @@ async def test_plain_and_tls_clients_share_one_port(
 async def test_one_byte_then_a_pause_is_not_mistaken_and_loses_nothing(
     pki: Pki, backend: EchoBackend, workdir: Path
 ) -> None:
-    sidecar = await _with(workdir, _plain_config(pki, backend.port))
-    try:
+    async with Sidecar(workdir, _plain_config(pki, backend.port)) as sidecar:
         assert await _plain_call(sidecar.port(), [b"P", b"eSIT"], 5, pause=0.3) == b"PeSIT"
-    finally:
-        await sidecar.stop()
     assert bytes(backend.connections[0]) == b"PeSIT"
 
 
@@ -137,14 +116,13 @@ async def test_plaintext_refused_for_a_class_that_requires_encryption(
     config["partners"] = [{"id": "PARIS", "nrpart": "PARIS"}, {"id": "LYON", "nrpart": "LYON"}]
     config["user_classes"] = [{"name": "Partners", "user": "PAR*", "address": "127.0.0.0/8"}]
     config["encryption"] = [{"class": "Partners", "encryption": "required"}, {"class": "*", "encryption": "optional"}]
-    sidecar = await _with(workdir, config)
     try:
-        paris = pesit.frame(pesit.encode_connect("PARIS", "SRV", src=9), True)
-        assert await _plain_call(sidecar.port(), [paris], 100) == pesit.frame(pesit.encode_rconnect(9, 304), True)
-        lyon = pesit.frame(pesit.encode_connect("LYON", "SRV"), True)
-        assert await _plain_call(sidecar.port(), [lyon], len(lyon)) == lyon  # optional class: plain is fine
+        async with Sidecar(workdir, config) as sidecar:
+            paris = pesit.frame(pesit.encode_connect("PARIS", "SRV", src=9), True)
+            assert await _plain_call(sidecar.port(), [paris], 100) == pesit.frame(pesit.encode_rconnect(9, 304), True)
+            lyon = pesit.frame(pesit.encode_connect("LYON", "SRV"), True)
+            assert await _plain_call(sidecar.port(), [lyon], len(lyon)) == lyon  # optional class: plain is fine
     finally:
-        await sidecar.stop()
         await echo.stop()
     assert [bytes(c) for c in echo.connections] == [lyon]
     close = captured_logs.of("close")[0]
@@ -156,18 +134,12 @@ async def test_tls_session_satisfies_required_encryption(pki: Pki, backend: Echo
     config["profiles"][0]["verify"] = "required"
     config["user_classes"] = [{"name": "All", "user": "*"}]
     config["encryption"] = [{"class": "All", "encryption": "required"}]
-    sidecar = await _with(workdir, config)
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client), b"tls") == b"tls"
         assert await _plain_call(sidecar.port(), [b"plain"], 5) == b""
-    finally:
-        await sidecar.stop()
 
 
 async def test_plaintext_refuse_closes_non_tls_connections(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
-    sidecar = await _with(workdir, base_config(pki, backend.port))
-    try:
+    async with Sidecar(workdir, base_config(pki, backend.port)) as sidecar:
         assert await _plain_call(sidecar.port(), [b"plain"], 5) == b""
-    finally:
-        await sidecar.stop()
     assert backend.connections == []

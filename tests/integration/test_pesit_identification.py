@@ -85,13 +85,9 @@ async def test_unknown_partner_or_bad_password_gets_rconnect_301(
     partner: str, password: str | None, pki: Pki, pesit_backend: PesitBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
     port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    sidecar = Sidecar(workdir, _config(pki, port, nrpassw="NYPASSW"))
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, _config(pki, port, nrpassw="NYPASSW")) as sidecar:
         connect = pesit.frame(pesit.encode_connect(partner, "SERVER", password=password, src=7), True)
         answer = await _call(sidecar.port(), pki, [connect], 100)
-    finally:
-        await sidecar.stop()
     assert answer == pesit.frame(pesit.encode_rconnect(7, 301), True)
     assert pesit_backend.received == []  # the backend never saw a connection
     msg_ids = [event["msg_id"] for event in captured_logs.of("cft")]
@@ -104,12 +100,8 @@ async def test_partner_profile_dnuser_mismatch_gets_rconnect_304_and_cftt48e(
     port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     config = _config(pki, port, ssl="SSLPARIS")
     config["profiles"].append({"id": "SSLPARIS", "direct": "server", "dnuser": "OU=Lyon"})
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         answer = await _call(sidecar.port(), pki, [pesit.frame(pesit.encode_connect("PARIS", "SRV"), False)], 100)
-    finally:
-        await sidecar.stop()
     assert answer == pesit.encode_rconnect(5, 304)
     assert pesit_backend.received == []
     cft = captured_logs.of("cft")
@@ -142,12 +134,8 @@ async def test_missing_partner_profile_rejected_when_configured(
     port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     config = _config(pki, port, ssl="NOSUCH")
     config["listeners"][0]["missing_partner_profile"] = "reject"
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         answer = await _call(sidecar.port(), pki, [pesit.frame(pesit.encode_connect("PARIS", "S"), True)], 100)
-    finally:
-        await sidecar.stop()
     assert answer == pesit.frame(pesit.encode_rconnect(5, 304), True)
 
 
@@ -158,12 +146,8 @@ async def test_prot_and_host_verify_refusals(
     port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     config = _config(pki, port, **rule)
     config["listeners"].append({"id": "OTHER", "ssl": "SSLSRV"})  # requester-only: binds nothing
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         answer = await _call(sidecar.port(), pki, [pesit.frame(pesit.encode_connect("PARIS", "S"), True)], 100)
-    finally:
-        await sidecar.stop()
     assert answer == pesit.frame(pesit.encode_rconnect(5, 304), True)
     assert captured_logs.of("close")[0]["reason"] == ("prot" if "prot" in rule else "host")
     assert captured_logs.of("cft")[0]["msg_id"] == ("CFTT10E" if "prot" in rule else "CFTH22E")
@@ -176,12 +160,8 @@ async def test_client_that_never_sends_connect_is_closed_at_the_deadline(
     port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     config = _config(pki, port)
     config["limits"]["handshake_timeout"] = 0.5
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         answer = await _call(sidecar.port(), pki, [LOGON], 100)  # LOGON acknowledged, then silence
-    finally:
-        await sidecar.stop()
     assert answer == ACK
     assert captured_logs.of("close")[0]["reason"] == "identification_timeout"
     assert pesit_backend.received == []
@@ -221,13 +201,9 @@ async def test_unreachable_backend_answers_rconnect_302(pki: Pki, workdir: Path,
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    sidecar = Sidecar(workdir, _config(pki, port))
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, _config(pki, port)) as sidecar:
         connect = pesit.frame(pesit.encode_connect("PARIS", "SERVER", src=9), True)
         answer = await _call(sidecar.port(), pki, [connect], 100)
-    finally:
-        await sidecar.stop()
     assert answer == pesit.frame(pesit.encode_rconnect(9, 302), True)
     close = captured_logs.of("close")[0]
     assert (close["decision"], close["reason"], close["partner"]) == ("error", "backend_unreachable", "PARIS")

@@ -17,12 +17,8 @@ from ..support.env import Pki, Sidecar, base_config, tls_exchange
 
 
 async def _outcome(workdir: Path, config: dict[str, Any], pki: Pki, cert: Any, stem: str) -> bytes | None:
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         return await tls_exchange(sidecar.port(), pki.client_context(cert, stem=stem))
-    finally:
-        await sidecar.stop()
 
 
 def _rules(workdir: Path, text: str) -> str:

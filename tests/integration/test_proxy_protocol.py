@@ -23,12 +23,8 @@ def _parse_tlvs(data: bytes) -> dict[int, bytes]:
 
 
 async def test_v1_header_precedes_the_stream(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
-    sidecar = Sidecar(workdir, base_config(pki, backend.port, proxy_protocol="v1"))
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, base_config(pki, backend.port, proxy_protocol="v1")) as sidecar:
         answer = await tls_exchange(sidecar.port(), pki.client_context(pki.client), b"hello")
-    finally:
-        await sidecar.stop()
     assert answer is not None and answer.startswith(b"PROXY TCP4 127.0.0.1 127.0.0.1 ")
     received = bytes(backend.connections[0])
     header, _, rest = received.partition(b"\r\n")
@@ -74,12 +70,8 @@ async def test_v2_header_carries_tls_and_identity(pki: Pki, backend: EchoBackend
 async def test_v2_for_an_unverified_session_sends_no_identity(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
     config = base_config(pki, backend.port, proxy_protocol="v2")
     config["profiles"][0]["verify"] = "optional"
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         await tls_exchange(sidecar.port(), pki.client_context(pki.stranger, stem="pp"), b"x")
-    finally:
-        await sidecar.stop()
     received = bytes(backend.connections[0])
     length = struct.unpack("!H", received[14:16])[0]
     tlvs = _parse_tlvs(received[16 + 12 : 16 + length])

@@ -31,8 +31,8 @@ from sidecar.testing.echo import EchoBackend
 from sidecar.testing.pki import Issued, issue
 
 from ..conftest import LogCapture
-from ..support.env import Pki, tls_exchange
-from .test_admin import TOKEN, AdminSidecar, admin_config, get_json, running
+from ..support.env import Pki, Sidecar, tls_exchange
+from .test_admin import TOKEN, admin_config, get_json, running
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 
@@ -64,7 +64,7 @@ async def _peer_certificate(port: int, context: ssl.SSLContext) -> bytes:
             await writer.wait_closed()
 
 
-async def _post_reload(session: aiohttp.ClientSession, sidecar: AdminSidecar) -> tuple[int, Any]:
+async def _post_reload(session: aiohttp.ClientSession, sidecar: Sidecar) -> tuple[int, Any]:
     async with session.post(sidecar.url("/reload")) as response:
         return response.status, await response.json()
 
@@ -114,18 +114,18 @@ async def test_reload_adding_a_revoke_refuses_new_connections_but_not_live_ones(
     assert backend.connections[0] == bytearray(b"beforestill here")
 
 
-def _bad_yaml(workdir: Path, config: dict[str, Any], sidecar: AdminSidecar) -> str:
+def _bad_yaml(workdir: Path, config: dict[str, Any], sidecar: Sidecar) -> str:
     sidecar.config_path.write_text("listeners: [\n  {id: PESITSSL\n")
     return "sidecar.yaml:3: invalid YAML"
 
 
-def _missing_key(workdir: Path, config: dict[str, Any], sidecar: AdminSidecar) -> str:
+def _missing_key(workdir: Path, config: dict[str, Any], sidecar: Sidecar) -> str:
     config["pki"]["SRVCERT"]["key"] = str(workdir / "missing.key")
     sidecar.write(config)
     return "pki.SRVCERT.key: cannot read"
 
 
-def _bad_sslauth_line(workdir: Path, config: dict[str, Any], sidecar: AdminSidecar) -> str:
+def _bad_sslauth_line(workdir: Path, config: dict[str, Any], sidecar: Sidecar) -> str:
     (workdir / "rules.txt").write_text("ACCEPT /CN=PARIS\nACCEPT /cn=lowercase\n")
     config["listeners"][0]["sslauth"] = "rules.txt"
     sidecar.write(config)

@@ -29,14 +29,10 @@ VERSIONS = {
 async def test_one_byte_round_trip(
     version: str, pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
-    sidecar = Sidecar(workdir, base_config(pki, backend.port))
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, base_config(pki, backend.port)) as sidecar:
         answer = await tls_exchange(sidecar.port(), pki.client_context(pki.client, tls=VERSIONS[version]), b"!")
         assert answer == b"!"
         assert backend.connections == [bytearray(b"!")]
-    finally:
-        await sidecar.stop()
     close = captured_logs.of("close")
     assert len(close) == 1
     line = close[0]
@@ -80,16 +76,12 @@ async def _stream_both_ways(port: int, context: ssl.SSLContext, size: int) -> tu
 
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_50_mib_both_ways_with_integrity(version: str, pki: Pki, backend: EchoBackend, workdir: Path) -> None:
-    sidecar = Sidecar(workdir, base_config(pki, backend.port))
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, base_config(pki, backend.port)) as sidecar:
         sent, received = await _stream_both_ways(
             sidecar.port(), pki.client_context(pki.client, tls=VERSIONS[version]), 50 * 1024 * 1024
         )
         assert sent == received
         assert len(backend.connections[0]) == 50 * 1024 * 1024
-    finally:
-        await sidecar.stop()
 
 
 def _live(kind: type) -> int:

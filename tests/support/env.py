@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from sidecar.admin import AdminServer, start_admin
 from sidecar.runtime import Runtime
 from sidecar.snapshot import load_snapshot
 from sidecar.testing.pki import Issued, issue, make_ca
@@ -92,32 +93,56 @@ def base_config(pki: Pki, backend_port: int, **listener: Any) -> dict[str, Any]:
 
 
 class Sidecar:
-    """A Runtime for one config dict, written to a file so reload and `check` see the same thing."""
+    """A running sidecar for a test: the config dict written to a file (so reload and `check` see the
+    same thing), a Runtime on the test's loop, and the admin endpoint when the config has one —
+    started the way `sidecar run` starts (admin first, then the listeners).
+
+        async with Sidecar(workdir, config) as sidecar:
+            ... sidecar.port(), sidecar.runtime, sidecar.url("/stats") ...
+    """
 
     def __init__(self, directory: Path, config: dict[str, Any]) -> None:
         self.directory = directory
         self.config_path = directory / "sidecar.yaml"
         self.write(config)
         self.runtime: Runtime | None = None
+        self.admin: AdminServer | None = None
         self.last_bound: dict[str, str] = {}  # the listeners' addresses, still readable after stop()
 
     def write(self, config: dict[str, Any]) -> None:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     async def start(self) -> Runtime:
-        self.runtime = Runtime(self.config_path, load_snapshot(self.config_path))
+        snapshot = load_snapshot(self.config_path)
+        self.runtime = Runtime(self.config_path, snapshot)
+        if snapshot.config.admin is not None:
+            self.admin = await start_admin(self.runtime, snapshot.config.admin)
         await self.runtime.start()
         return self.runtime
+
+    async def __aenter__(self) -> Sidecar:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
     def port(self, listener_id: str = "PESITSSL") -> int:
         assert self.runtime is not None
         bound = self.runtime.bound or self.last_bound
         return int(bound[listener_id].rsplit(":", 1)[1])
 
+    def url(self, path: str) -> str:
+        assert self.admin is not None, "the config has no admin section"
+        return f"http://{self.admin.address}{path}"
+
     async def stop(self) -> None:
         if self.runtime is not None:
             self.last_bound = self.runtime.bound
             await self.runtime.stop(drain_timeout=1)
+        if self.admin is not None:
+            await self.admin.cleanup()
+            self.admin = None
 
 
 async def tls_exchange(
