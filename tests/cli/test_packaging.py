@@ -41,6 +41,8 @@ from cryptography.hazmat.primitives import serialization
 
 from sidecar.testing.pki import issue, make_ca, make_crl
 
+from ..support.process import reap
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.yaml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -407,11 +409,7 @@ def _running(command: list[str], env: dict[str, str]) -> Iterator[tuple[subproce
                 yield process, event
                 return
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        reap(process)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> tuple[int, list[dict[str, Any]]]:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from ..support.env import Pki, base_config
+from ..support.process import reap
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 
@@ -122,11 +123,7 @@ def test_run_serves_then_stops_cleanly_on_sigterm(pki: Pki, tmp_path: Path) -> N
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        reap(process)
 
 
 def test_run_exits_1_when_the_port_is_taken(pki: Pki, tmp_path: Path) -> None:
@@ -180,8 +177,4 @@ def test_run_sends_tls13_tickets_only_when_a_profile_wants_them(tickets: bool, p
         assert process.wait(timeout=30) == 0
     finally:
         echo.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        reap(process)

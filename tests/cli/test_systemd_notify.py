@@ -23,6 +23,7 @@ import yaml
 from sidecar.notify import monotonic_usec
 
 from ..support.env import Pki, base_config
+from ..support.process import reap
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 
@@ -121,11 +122,7 @@ def test_ready_reloading_stopping(manager: tuple[socket.socket, str], pki: Pki, 
         assert process.wait(timeout=30) == 0
         assert _nothing_pending(sock)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        reap(process)
 
 
 def test_run_without_notify_socket_still_serves(pki: Pki, tmp_path: Path) -> None:
@@ -143,8 +140,4 @@ def test_run_without_notify_socket_still_serves(pki: Pki, tmp_path: Path) -> Non
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        reap(process)
