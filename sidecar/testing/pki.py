@@ -62,9 +62,20 @@ def write_private(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _validity(builder: x509.CertificateBuilder, days: tuple[int, int]) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, serial: int | None, days: tuple[int, int]
+) -> x509.CertificateBuilder:
+    """Subject, issuer, key, serial and validity (days from now: (-1, 365) = since yesterday, for a year)."""
     now = dt.datetime.now(dt.UTC)
-    return builder.not_valid_before(now + dt.timedelta(days=days[0])).not_valid_after(now + dt.timedelta(days=days[1]))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(now + dt.timedelta(days=days[0]))
+        .not_valid_after(now + dt.timedelta(days=days[1]))
+    )
 
 
 def make_ca(
@@ -78,16 +89,9 @@ def make_ca(
     """A root CA, or an intermediate when `issuer` is given (its chain then lists its issuers)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = name(dn)
-    builder = _validity(
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.cert.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(serial or x509.random_serial_number()),
-        days,
-    )
     builder = (
-        builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        _builder(subject, issuer.cert.subject if issuer else subject, key, serial, days)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         # Key usage: keyCertSign and cRLSign only.
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -115,16 +119,9 @@ def issue(
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     if client:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    builder = _validity(
-        x509.CertificateBuilder()
-        .subject_name(name(dn))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(serial or x509.random_serial_number()),
-        days,
-    )
     builder = (
-        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        _builder(name(dn), ca.cert.subject, key, serial, days)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         # Key usage: digitalSignature only, what an ECDSA TLS peer needs.
         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
