@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import logs
-from .errors import ConfigError
+from .errors import ConfigError, Issue
 
 if TYPE_CHECKING:
     from .admin import AdminServer
@@ -108,6 +108,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_issues(error: ConfigError) -> None:
     for issue in error.issues:
         print(f"error: {issue}", file=sys.stderr)
+    _print_warnings(error.warnings)
+
+
+def _print_warnings(warnings: Sequence[Issue]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _log_warnings(warnings: Sequence[Issue]) -> None:
+    """The same warnings `check` prints, as log lines: at start here, after each reload by the runtime."""
+    for warning in warnings:
+        logs.event("config_warning", logging.WARNING, path=warning.where, warning=str(warning))
 
 
 def _bindings_refusal() -> str | None:
@@ -119,6 +131,10 @@ def _bindings_refusal() -> str | None:
 
 
 def _check(config_path: Path) -> int:
+    """Every problem in one pass (errors and warnings, one line each); exit 2 on any error.
+
+    Warnings never change the exit status.
+    """
     from .snapshot import load_snapshot
 
     refused = _bindings_refusal()
@@ -129,8 +145,10 @@ def _check(config_path: Path) -> int:
         snapshot = load_snapshot(config_path)
     except ConfigError as exc:
         _print_issues(exc)
-        print(f"{config_path}: {len(exc.issues)} problem(s)", file=sys.stderr)
+        warned = f", {len(exc.warnings)} warning(s)" if exc.warnings else ""
+        print(f"{config_path}: {len(exc.issues)} problem(s){warned}", file=sys.stderr)
         return EXIT_CONFIG
+    _print_warnings(snapshot.warnings)
     config = snapshot.config
     print(
         f"{config_path}: ok — {len(snapshot.listeners)} listener(s), {len(config.profiles)} profile(s), "
@@ -170,10 +188,12 @@ def _run(config_path: Path) -> int:
         snapshot = load_snapshot(config_path)
     except ConfigError as exc:
         for issue in exc.issues:
-            logs.event("config_error", logging.ERROR, path=issue.where, error=issue.message,
+            logs.event("config_error", logging.ERROR, path=issue.where, error=issue.message, line=issue.line or None,
                        msg_id=issue.msg_id, msg=issue.message if issue.msg_id else None)  # fmt: skip
+        _log_warnings(exc.warnings)
         return EXIT_CONFIG
     logs.configure(snapshot.config.logging.format, snapshot.config.logging.level)
+    _log_warnings(snapshot.warnings)
 
     import uvloop
 

@@ -1,23 +1,48 @@
 """The configuration: one frozen tree that mirrors the YAML schema (SPEC §3).
 
 YAML keys equal field names, so an issue's path is the YAML path (`profiles[1].ciphlist[2]`).
-Parsing collects every problem before failing; it never logs, exits or opens sockets. Files named
-by the configuration (certificates, keys, rule files) are only resolved to absolute paths here;
-`runtime.build_snapshot` loads them and reports their problems with the same paths.
+The schema is written once, here, as the dataclasses: the allowed keys of a mapping are its
+class's fields, the choices of a key are the `Literal` of its type, the default is the field's
+default, bounds and renames are field metadata (`_INTERNAL`, `_range`, `_YAML_KEY`, `_ID`). One
+reader (`_read_fields`) turns a YAML mapping into those fields; the few keys with a grammar of their
+own (`ciphlist`, `version`, `crl`, `prot`, …) are read beside it by the section's parser.
+
+Parsing collects every problem before failing and still returns the best configuration it could
+build, so that `snapshot.load_snapshot` can go on to the files, certificates, cipher suites, DN
+patterns and rule files and report their problems in the same pass. It never logs, exits or opens
+sockets. Files named by the configuration are only resolved to absolute paths here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
 import re
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, get_args
-
-import yaml
+from typing import Any, Literal, TypeVar, get_args
 
 from .errors import ConfigError, Issue
+from .yamlsource import YamlRefused, line_of, read_yaml
+
+# Field metadata. A field that is not a YAML key (positions, the source file) is internal; a key
+# spelled differently from its field (`class`, a Python keyword) names its key; an id is read with
+# the identifier grammar; a number has bounds; a duration may take 0 for "off".
+_INTERNAL = {"yaml": False}
+_ID = {"id": True}
+_ZERO_IS_OFF = {"zero_is_off": True}  # a number of seconds where 0 turns the feature off
+
+
+def _range(low: int, high: int) -> dict[str, Any]:
+    return {"range": (low, high)}
+
+
+def _yaml_key(key: str) -> dict[str, Any]:
+    return {"key": key}
 
 Direct = Literal["server", "client"]
 ServerVerify = Literal["none", "optional", "required"]
@@ -34,6 +59,7 @@ EmptyConnectionsLevel = Literal["debug", "info", "warning"]
 Encryption = Literal["required", "optional"]
 
 TLS_VERSIONS: tuple[TlsVersion, ...] = get_args(TlsVersion)
+CLIENT_VERIFY_DEFAULT: ClientVerify = "none"  # CFT: a requester accepts any server certificate by default
 # CFT VERSION keywords: TLSV1 / TLSV1COMP mean "TLS 1.0 up to TLS 1.2" (NOTES A.4).
 _CFT_VERSION_KEYWORDS: dict[str, tuple[TlsVersion, TlsVersion]] = {
     "tlsv1": ("tls1.0", "tls1.2"),
@@ -61,7 +87,7 @@ class Address:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PkiEntry:
-    id: str
+    id: str = field(metadata=_INTERNAL)  # the key of its `pki` mapping
     cert: Path
     key: Path | None = None
     key_password_file: Path | None = None
@@ -75,14 +101,14 @@ class VersionRange:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Profile:
-    id: str
+    id: str = field(metadata=_ID)
     direct: Direct
     usercid: str | None = None
     rootcid: tuple[str, ...] = ()
-    verify: str = "required"  # ServerVerify or ClientVerify, by `direct`
+    verify: ServerVerify | ClientVerify = "required"  # choices and default by `direct` (CLIENT_VERIFY_DEFAULT)
     ciphlist: tuple[int | str, ...] = ()  # as written; tls.profiles resolves to codes
     version: VersionRange = field(default_factory=VersionRange)
-    depth: int = 10
+    depth: int = field(default=10, metadata=_range(0, 10))
     dnuser: tuple[str, ...] = ()
     dnissuer: tuple[str, ...] = ()
     keyext: KeyExt = "none"
@@ -90,7 +116,7 @@ class Profile:
     session_tickets: bool = False
     parm: str | None = None
     comment: str | None = None
-    index: int = 0  # position in `profiles`, for error paths
+    index: int = field(default=0, metadata=_INTERNAL)  # position in `profiles`, for error paths
 
     @property
     def path(self) -> str:
@@ -99,17 +125,17 @@ class Profile:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
-    id: str
+    id: str = field(metadata=_ID)
     listen: Address | None = None
-    ssl: str | None = None
+    ssl: str | None = field(default=None, metadata=_ID)
     backend: Address | None = None
     sslauth: Path | None = None
     identify: Identify = "none"
     plaintext: Plaintext = "refuse"
     proxy_protocol: ProxyProtocol = "none"
     missing_partner_profile: MissingPartnerProfile = "warn"
-    backend_check: float = 0.0  # seconds between TCP connect probes of the backend; 0 = off
-    index: int = 0
+    backend_check: float = field(default=0.0, metadata=_ZERO_IS_OFF)  # seconds between TCP probes of the backend
+    index: int = field(default=0, metadata=_INTERNAL)
 
     @property
     def path(self) -> str:
@@ -118,17 +144,17 @@ class Listener:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Partner:
-    id: str
-    nrpart: str
+    id: str = field(metadata=_ID)
+    nrpart: str  # YAML default: the id
     nrpassw: str | None = None
     nrpassw_file: Path | None = None
-    ssl: str | None = None
+    ssl: str | None = field(default=None, metadata=_ID)
     prot: tuple[str, ...] | None = None  # None: every listener
     host: tuple[str, ...] = ()
-    host_verify: int = 0
-    sap: int | None = None
+    host_verify: int = field(default=0, metadata=_range(0, 255))
+    sap: int | None = field(default=None, metadata=_range(1, 65535))
     user_class: str | None = None
-    index: int = 0
+    index: int = field(default=0, metadata=_INTERNAL)
 
     @property
     def path(self) -> str:
@@ -137,12 +163,12 @@ class Partner:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outbound:
-    id: str
+    id: str = field(metadata=_ID)
     listen: Address
-    partner: str
-    ssl: str | None = None
-    prot: str | None = None
-    index: int = 0
+    partner: str = field(metadata=_ID)
+    ssl: str | None = field(default=None, metadata=_ID)
+    prot: str | None = field(default=None, metadata=_ID)
+    index: int = field(default=0, metadata=_INTERNAL)
 
     @property
     def path(self) -> str:
@@ -158,13 +184,13 @@ class UserClass:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EncryptionEntry:
-    user_class: str  # YAML key `class`
+    user_class: str = field(metadata=_yaml_key("class"))
     encryption: Encryption
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Admin:
-    listen: Address
+    listen: Address = Address("127.0.0.1", 9901)
     token_file: Path | None = None
     health_without_token: bool = False  # /healthz and /readyz answer without the token (httpGet probes)
 
@@ -174,7 +200,7 @@ class Limits:
     handshake_timeout: float = 10.0
     idle_timeout: float = 600.0
     connect_timeout: float = 5.0
-    max_connections: int = 10000
+    max_connections: int = field(default=10000, metadata=_range(1, 1_000_000))
     drain_timeout: float = 30.0
 
 
@@ -187,7 +213,7 @@ class Logging:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    source: Path  # the config file; relative paths inside it are resolved against its folder
+    source: Path = field(metadata=_INTERNAL)  # the config file; relative paths inside are resolved against its folder
     pki: tuple[PkiEntry, ...] = ()
     profiles: tuple[Profile, ...] = ()
     listeners: tuple[Listener, ...] = ()
@@ -198,6 +224,9 @@ class Config:
     admin: Admin | None = None
     limits: Limits = field(default_factory=Limits)
     logging: Logging = field(default_factory=Logging)
+    pki_warn_days: int = field(default=30, metadata=_range(0, 3650))  # lifetimes: warn this many days ahead
+    # YAML path -> line where it is written; for messages only.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False, metadata=_INTERNAL)
 
     def profile(self, profile_id: str, direct: Direct) -> Profile | None:
         for profile in self.profiles:
@@ -213,6 +242,58 @@ class Config:
 
     def listener(self, listener_id: str) -> Listener | None:
         return next((listener for listener in self.listeners if listener.id == listener_id), None)
+
+
+# --------------------------------------------------------------------------------------------
+# The schema, read from the dataclasses
+
+
+@functools.cache
+def _schema(cls: type) -> tuple[tuple[str, dataclasses.Field[Any], Any], ...]:
+    """(YAML key, field, resolved type) of every YAML key of `cls`, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (f.metadata.get("key", f.name), f, hints[f.name])
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("yaml", True)
+    )
+
+
+def keys_of(cls: type) -> tuple[str, ...]:
+    """The keys a YAML mapping of `cls` may hold."""
+    return tuple(key for key, _, _ in _schema(cls))
+
+
+def _literal_args(kind: Any) -> tuple[str, ...] | None:
+    if typing.get_origin(kind) is Literal:
+        return tuple(get_args(kind))
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        found = [arg for arg in get_args(kind) if arg is not type(None)]
+        if len(found) == 1:
+            return _literal_args(found[0])
+    return None
+
+
+def choices_of(cls: type, name: str) -> tuple[str, ...]:
+    """The choices of the `Literal`-typed field `name` of `cls`."""
+    kind = typing.get_type_hints(cls)[name]
+    choices = _literal_args(kind)
+    assert choices is not None, f"{cls.__name__}.{name} is not a Literal"
+    return choices
+
+
+def default_of(cls: type, name: str) -> Any:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+def _is_required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +322,7 @@ class _Reader:
         result: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                self.problem(path, f"keys must be strings, got {key!r}")
+                self.problem(path, f"keys must be strings, got {_describe(key)}")
             elif key not in allowed:
                 self.problem(_join(path, key), f"unknown key (expected one of: {', '.join(allowed)})")
             else:
@@ -275,7 +356,7 @@ class _Reader:
     def identifier(self, value: Any, path: str) -> str | None:
         text = self.string(value, path)
         if text is not None and not _ID_PATTERN.match(text):
-            self.problem(path, f"{text!r} is not a valid identifier (letters, digits, _ . -; at most 32)")
+            self.problem(path, f"{_shown(text)} is not a valid identifier (letters, digits, _ . -; at most 32)")
             return None
         return text
 
@@ -291,7 +372,7 @@ class _Reader:
         if value is None:
             value = "none"
         if not isinstance(value, str) or value.lower() not in choices:
-            self.problem(path, f"must be one of {', '.join(choices)}, got {value!r}")
+            self.problem(path, f"must be one of {', '.join(choices)}, got {_shown(value)}")
             return None
         return value.lower()
 
@@ -300,19 +381,19 @@ class _Reader:
             self.problem(path, f"must be an integer, got {_describe(value)}")
             return None
         if not low <= value <= high:
-            self.problem(path, f"must be between {low} and {high}, got {value}")
+            self.problem(path, f"must be between {low} and {high}, got {_shown(value)}")
             return None
         return value
 
     def seconds(self, value: Any, path: str) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            self.problem(path, f"must be a positive number of seconds, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 10**9:
+            self.problem(path, f"must be a positive number of seconds, got {_shown(value)}")
             return None
         return float(value)
 
     def boolean(self, value: Any, path: str) -> bool | None:
         if not isinstance(value, bool):
-            self.problem(path, f"must be true or false, got {value!r}")
+            self.problem(path, f"must be true or false, got {_shown(value)}")
             return None
         return value
 
@@ -320,7 +401,10 @@ class _Reader:
         text = self.string(value, path)
         if text is None:
             return None
-        candidate = Path(text).expanduser()
+        if "\0" in text:
+            self.problem(path, "a file name cannot contain a NUL character")
+            return None
+        candidate = Path(text).expanduser() if text.startswith("~") else Path(text)
         return candidate if candidate.is_absolute() else self.base_dir / candidate
 
     def address(self, value: Any, path: str) -> Address | None:
@@ -342,11 +426,62 @@ class _Reader:
         return read(value, _join(path, key))
 
 
+def _read_fields(
+    reader: _Reader, cls: type, data: dict[str, Any], path: str, *, apart: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Field values of `cls` from a mapping already checked for unknown keys.
+
+    Every field is read by its type; a value that is absent, null or wrong is left out (so the
+    field default applies and the problem is recorded). `apart` names the keys the caller reads
+    itself; a required field that is missing is reported here.
+    """
+    values: dict[str, Any] = {}
+    for key, f, kind in _schema(cls):
+        if key in apart:
+            continue
+        key_path = _join(path, key)
+        raw = data.get(key)
+        if raw is None:
+            if _is_required(f):
+                reader.problem(key_path, "is required")
+            continue
+        value = _read_typed(reader, f, kind, raw, key_path)
+        if value is not None:
+            values[f.name] = value
+    return values
+
+
+def _read_typed(reader: _Reader, f: dataclasses.Field[Any], kind: Any, raw: Any, path: str) -> Any:
+    choices = _literal_args(kind)
+    if choices is not None:
+        return reader.choice(raw, path, choices)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    if kind is bool:
+        return reader.boolean(raw, path)
+    if kind is int:
+        low, high = f.metadata.get("range", (0, 2**31 - 1))
+        return reader.integer(raw, path, low, high)
+    if kind is float:
+        if f.metadata.get("zero_is_off") and raw == 0 and not isinstance(raw, bool):
+            return 0.0
+        return reader.seconds(raw, path)
+    if kind is Path:
+        return reader.path(raw, path)
+    if kind is Address:
+        return reader.address(raw, path)
+    if kind == tuple[str, ...]:
+        return reader.string_list(raw, path) or None
+    if kind is str:
+        return reader.identifier(raw, path) if f.metadata.get("id") else reader.string(raw, path)
+    raise TypeError(f"no reader for {kind!r} ({path})")  # a schema field without a reader: a bug
+
+
 def parse_address(text: str) -> Address:
     """`host:port`, `[v6]:port`; port 0 means "let the kernel choose"."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", text.strip())
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not an address (expected host:port or [v6]:port)")
+        raise ValueError(f"{_shown(text)} is not an address (expected host:port or [v6]:port)")
     host = match.group(1) or match.group(3)
     port = int(match.group(2) or match.group(4))
     if port > 65535:
@@ -358,93 +493,78 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _shown(value: Any) -> str:
+    """A value quoted in a message, cut so that a huge value cannot make a huge message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing"
-    return f"{type(value).__name__} {value!r}"[:80]
-
-
-_TOP_KEYS = (
-    "pki",
-    "profiles",
-    "listeners",
-    "partners",
-    "outbound",
-    "user_classes",
-    "encryption",
-    "admin",
-    "limits",
-    "logging",
-)
-_PROFILE_KEYS = (
-    "id",
-    "direct",
-    "usercid",
-    "rootcid",
-    "verify",
-    "ciphlist",
-    "version",
-    "depth",
-    "dnuser",
-    "dnissuer",
-    "keyext",
-    "crl",
-    "session_tickets",
-    "parm",
-    "comment",
-)
-_LISTENER_KEYS = (
-    "id",
-    "listen",
-    "ssl",
-    "backend",
-    "sslauth",
-    "identify",
-    "plaintext",
-    "proxy_protocol",
-    "missing_partner_profile",
-    "backend_check",
-)
-_PARTNER_KEYS = (
-    "id",
-    "nrpart",
-    "nrpassw",
-    "nrpassw_file",
-    "ssl",
-    "prot",
-    "host",
-    "host_verify",
-    "sap",
-    "user_class",
-)
+    kinds = {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
+    kind = kinds.get(type(value), type(value).__name__)
+    if isinstance(value, dict | list):
+        return kind
+    return f"{kind} {_shown(value)}"
 
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a configuration file; raise ConfigError listing every problem."""
-    source = Path(path).resolve()
+    config, issues = read_config(path)
+    if issues or config is None:
+        raise ConfigError(issues)
+    return config
+
+
+def read_config(path: str | Path) -> tuple[Config | None, list[Issue]]:
+    """The configuration and every problem of the file itself (None when nothing usable was read).
+
+    A configuration returned with problems is the best that could be built (bad values replaced
+    by defaults, unusable items left out): good enough to look for problems in what it names.
+    """
+    source = Path(path).absolute()
     try:
-        text = source.read_text(encoding="utf-8")
+        data = source.read_bytes()
     except OSError as exc:
-        raise ConfigError([Issue(str(path), f"cannot read the configuration: {exc.strerror or exc}")]) from None
+        return None, [Issue(str(path), f"cannot read the configuration: {_os_reason(exc)}")]
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError([Issue(str(path), f"not UTF-8 text: {exc}")]) from None
-    return parse_config(text, source)
+        line = data[: exc.start].count(b"\n") + 1
+        return None, [Issue(f"{path}:{line}", "the configuration is not UTF-8 text")]
+    return read_config_text(text, source)
+
+
+def _os_reason(exc: OSError) -> str:
+    reasons = {2: "no such file", 13: "permission denied", 21: "it is a directory", 20: "a parent is not a folder"}
+    return reasons.get(exc.errno or 0) or (exc.strerror or type(exc).__name__).lower()
 
 
 def parse_config(text: str, source: Path) -> Config:
+    config, issues = read_config_text(text, source)
+    if issues or config is None:
+        raise ConfigError(issues)
+    return config
+
+
+def read_config_text(text: str, source: Path) -> tuple[Config | None, list[Issue]]:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source.name}:{mark.line + 1}" if mark is not None else source.name
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Issue(where, f"invalid YAML: {problem}")]) from None
+        document = read_yaml(text, source.name)
+    except YamlRefused as refused:
+        return None, [refused.issue]
+    if document.data is None:
+        return None, [
+            Issue(
+                source.name,
+                "the configuration is empty (no listener with `listen`, no `outbound`: nothing to serve)",
+            )
+        ]
     reader = _Reader(source.parent)
-    if data is None:
-        data = {}
-    top = reader.mapping(data, "", _TOP_KEYS)
+    reader.issues.extend(document.issues)
+    top = reader.mapping(document.data, "", keys_of(Config))
     if top is None:
-        raise ConfigError(reader.issues)
+        return None, locate(reader.issues, document.lines)
     config = Config(
         source=source,
         pki=_parse_pki(reader, top.get("pki")),
@@ -455,13 +575,49 @@ def parse_config(text: str, source: Path) -> Config:
         user_classes=_parse_list(reader, top, "user_classes", _parse_user_class),
         encryption=_parse_list(reader, top, "encryption", _parse_encryption),
         admin=_parse_admin(reader, top.get("admin")),
-        limits=_parse_limits(reader, top.get("limits")),
-        logging=_parse_logging(reader, top.get("logging")),
+        limits=_parse_section(reader, Limits, top.get("limits"), "limits"),
+        logging=_parse_section(reader, Logging, top.get("logging"), "logging"),
+        **_read_fields(reader, Config, top, "", apart=_SECTIONS),
+        lines=document.lines,
     )
     _check_references(reader, config)
-    if reader.issues:
-        raise ConfigError(reader.issues)
-    return config
+    if not _serves_something(top):
+        reader.problem("", "nothing to serve: no listener with `listen` and no `outbound` entry")
+    return config, locate(reader.issues, document.lines)
+
+
+def _serves_something(top: dict[str, Any]) -> bool:
+    """Read from the YAML, not the parsed items: a listener whose other keys are wrong still has `listen`."""
+    listeners = top.get("listeners")
+    outbound = top.get("outbound")
+    binds = isinstance(listeners, list) and any(
+        isinstance(item, Mapping) and item.get("listen") is not None for item in listeners
+    )
+    return binds or (isinstance(outbound, list) and bool(outbound))
+
+
+# Top-level keys read by a parser of their own; the other top-level keys are read by their type.
+_SECTIONS = ("pki", "profiles", "listeners", "partners", "outbound", "user_classes", "encryption", "admin", "limits",
+             "logging")  # fmt: skip
+
+
+def locate(issues: list[Issue], lines: Mapping[str, int]) -> list[Issue]:
+    """Give each issue located by a YAML path the line it was written on (or its parent's)."""
+    located = []
+    for issue in issues:
+        if issue.line is None and _is_yaml_path(issue.where):
+            line = line_of(issue.where, dict(lines)) if lines else None
+            if line is not None:
+                issue = dataclasses.replace(issue, line=line)
+        located.append(issue)
+    return located
+
+
+_YAML_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[\d+\]|\.[^\s:\[\]]+)*")
+
+
+def _is_yaml_path(where: str) -> bool:
+    return bool(where) and _YAML_PATH.fullmatch(where) is not None
 
 
 def _parse_list(
@@ -470,6 +626,16 @@ def _parse_list(
     """A list section: each item parsed with its index (for paths); unusable items are left out."""
     parsed = (parse_item(reader, item, i) for i, item in enumerate(reader.sequence(top.get(section), section)))
     return tuple(item for item in parsed if item is not None)
+
+
+def _parse_section(reader: _Reader, cls: type[T], value: Any, path: str) -> T:
+    """A mapping section whose every key is read by its type (limits, logging)."""
+    if value is None:
+        return cls()
+    data = reader.mapping(value, path, keys_of(cls))
+    if data is None:
+        return cls()
+    return cls(**_read_fields(reader, cls, data, path))
 
 
 def _parse_pki(reader: _Reader, value: Any) -> tuple[PkiEntry, ...]:
@@ -483,17 +649,14 @@ def _parse_pki(reader: _Reader, value: Any) -> tuple[PkiEntry, ...]:
         path = f"pki.{pki_id}"
         if reader.identifier(pki_id, path) is None:
             continue
-        data = reader.mapping(item, path, ("cert", "key", "key_password_file"))
+        data = reader.mapping(item, path, keys_of(PkiEntry))
         if data is None:
             continue
-        cert = reader.required(data, "cert", path)
-        cert_path = reader.path(cert, f"{path}.cert") if cert is not _MISSING else None
-        key = reader.optional(data, "key", reader.path, path)
-        password = reader.optional(data, "key_password_file", reader.path, path)
-        if password is not None and key is None:
+        values = _read_fields(reader, PkiEntry, data, path)
+        if "key_password_file" in values and "key" not in values and data.get("key") is None:
             reader.problem(f"{path}.key_password_file", "given without a key")
-        if cert_path is not None:
-            entries.append(PkiEntry(id=str(pki_id), cert=cert_path, key=key, key_password_file=password))
+        if "cert" in values:
+            entries.append(PkiEntry(id=str(pki_id), **values))
     return tuple(entries)
 
 
@@ -507,33 +670,30 @@ def _parse_version(reader: _Reader, value: Any, path: str) -> VersionRange:
             return VersionRange(min=low, max=high)
         if keyword in TLS_VERSIONS:
             return VersionRange(min=keyword, max=keyword)
-        reader.problem(path, f"unknown version {value!r} (tls1.0 … tls1.3, tlsv1, or {{min:, max:}})")
+        reader.problem(path, f"unknown version {_shown(value)} (tls1.0 … tls1.3, tlsv1, or {{min:, max:}})")
         return VersionRange()
-    data = reader.mapping(value, path, ("min", "max"))
+    data = reader.mapping(value, path, keys_of(VersionRange))
     if data is None:
         return VersionRange()
-    low = cast(TlsVersion, reader.choice(data.get("min", "tls1.2"), f"{path}.min", TLS_VERSIONS) or "tls1.2")
-    high = cast(TlsVersion, reader.choice(data.get("max", "tls1.3"), f"{path}.max", TLS_VERSIONS) or "tls1.3")
-    if TLS_VERSIONS.index(low) > TLS_VERSIONS.index(high):
-        reader.problem(path, f"min {low} is above max {high}")
-    return VersionRange(min=low, max=high)
+    versions = VersionRange(**_read_fields(reader, VersionRange, data, path))
+    if TLS_VERSIONS.index(versions.min) > TLS_VERSIONS.index(versions.max):
+        reader.problem(path, f"min {versions.min} is above max {versions.max}")
+    return versions
 
 
 def _parse_profile(reader: _Reader, item: Any, index: int) -> Profile | None:
     path = f"profiles[{index}]"
-    data = reader.mapping(item, path, _PROFILE_KEYS)
+    data = reader.mapping(item, path, keys_of(Profile))
     if data is None:
         return None
-    profile_id = reader.required(data, "id", path)
-    profile_id = reader.identifier(profile_id, f"{path}.id") if profile_id is not _MISSING else None
-    direct = reader.required(data, "direct", path)
-    direct = reader.choice(direct, f"{path}.direct", ("server", "client")) if direct is not _MISSING else None
-    verify_choices = (
-        ("none", "optional", "required") if direct != "client" else ("none", "optional", "required", "enforced")
-    )
-    verify = reader.choice(
-        data.get("verify", "required" if direct != "client" else "none"), f"{path}.verify", verify_choices
-    )
+    values = _read_fields(reader, Profile, data, path, apart=("verify", "ciphlist", "version", "crl"))
+    direct = values.get("direct")
+    if direct == "client":
+        choices, default = get_args(ClientVerify), CLIENT_VERIFY_DEFAULT
+    else:
+        choices, default = get_args(ServerVerify), default_of(Profile, "verify")
+    verify = data.get("verify", default)
+    values["verify"] = reader.choice(verify, f"{path}.verify", choices) or default
     ciphlist: list[int | str] = []
     raw_ciphers = data.get("ciphlist")
     if isinstance(raw_ciphers, str | int) and not isinstance(raw_ciphers, bool):
@@ -541,39 +701,22 @@ def _parse_profile(reader: _Reader, item: Any, index: int) -> Profile | None:
     for i, cipher in enumerate(reader.sequence(raw_ciphers, f"{path}.ciphlist")):
         if isinstance(cipher, bool) or not isinstance(cipher, int | str) or cipher == "":
             reader.problem(f"{path}.ciphlist[{i}]", f"must be a cipher code or name, got {_describe(cipher)}")
+        elif isinstance(cipher, str) and len(cipher) > 64:
+            reader.problem(f"{path}.ciphlist[{i}]", f"{_shown(cipher)} is not a cipher suite name")
         else:
             ciphlist.append(int(cipher) if isinstance(cipher, str) and cipher.isdigit() else cipher)
-    rootcid = reader.string_list(data.get("rootcid"), f"{path}.rootcid")
-    if len(rootcid) > 10:
-        reader.problem(f"{path}.rootcid", f"at most 10 trusted CA ids (CFT ROOTCID), got {len(rootcid)}")
-    depth = reader.integer(data.get("depth", 10), f"{path}.depth", 0, 10)
-    keyext = reader.choice(data.get("keyext", "none"), f"{path}.keyext", ("none", "verify"))
-    tickets = reader.boolean(data.get("session_tickets", False), f"{path}.session_tickets")
-    crl = tuple(
+    values["ciphlist"] = tuple(ciphlist)
+    if len(values.get("rootcid", ())) > 10:
+        reader.problem(f"{path}.rootcid", f"at most 10 trusted CA ids (CFT ROOTCID), got {len(values['rootcid'])}")
+    values["version"] = _parse_version(reader, data.get("version"), f"{path}.version")
+    values["crl"] = tuple(
         p
         for i, item in enumerate(reader.sequence(_as_list(data.get("crl")), f"{path}.crl"))
         if (p := reader.path(item, f"{path}.crl[{i}]")) is not None
     )
-    if profile_id is None or direct is None:
+    if "id" not in values or direct is None:
         return None
-    return Profile(
-        id=profile_id,
-        direct=cast(Direct, direct),
-        usercid=reader.optional(data, "usercid", reader.string, path),
-        rootcid=rootcid,
-        verify=verify or "required",
-        ciphlist=tuple(ciphlist),
-        version=_parse_version(reader, data.get("version"), f"{path}.version"),
-        depth=10 if depth is None else depth,
-        dnuser=reader.string_list(data.get("dnuser"), f"{path}.dnuser"),
-        dnissuer=reader.string_list(data.get("dnissuer"), f"{path}.dnissuer"),
-        keyext=cast(KeyExt, keyext or "none"),
-        crl=crl,
-        session_tickets=bool(tickets),
-        parm=reader.optional(data, "parm", reader.string, path),
-        comment=reader.optional(data, "comment", reader.string, path),
-        index=index,
-    )
+    return Profile(**values, index=index)
 
 
 def _as_list(value: Any) -> Any:
@@ -582,192 +725,104 @@ def _as_list(value: Any) -> Any:
 
 def _parse_listener(reader: _Reader, item: Any, index: int) -> Listener | None:
     path = f"listeners[{index}]"
-    data = reader.mapping(item, path, _LISTENER_KEYS)
+    data = reader.mapping(item, path, keys_of(Listener))
     if data is None:
         return None
-    listener_id = reader.required(data, "id", path)
-    listener_id = reader.identifier(listener_id, f"{path}.id") if listener_id is not _MISSING else None
-    listen = reader.optional(data, "listen", reader.address, path)
-    backend = reader.optional(data, "backend", reader.address, path)
-    if listen is not None and backend is None and "backend" not in data:
+    values = _read_fields(reader, Listener, data, path)
+    if data.get("listen") is not None and "backend" not in data:
         reader.problem(f"{path}.backend", "is required for a listener with `listen`")
-    identify = reader.choice(data.get("identify", "none"), f"{path}.identify", ("none", "pesit", "certificate"))
-    plaintext = reader.choice(data.get("plaintext", "refuse"), f"{path}.plaintext", ("refuse", "allow"))
-    proxy_protocol = reader.choice(data.get("proxy_protocol", "none"), f"{path}.proxy_protocol", ("none", "v1", "v2"))
-    missing = reader.choice(
-        data.get("missing_partner_profile", "warn"), f"{path}.missing_partner_profile", ("warn", "reject")
-    )
-    backend_check = 0.0
-    if data.get("backend_check", 0) != 0:
-        backend_check = reader.seconds(data["backend_check"], f"{path}.backend_check") or 0.0
-    if listener_id is None:
+    if "id" not in values:
         return None
-    return Listener(
-        id=listener_id,
-        listen=listen,
-        ssl=reader.optional(data, "ssl", reader.identifier, path),
-        backend=backend,
-        sslauth=reader.optional(data, "sslauth", reader.path, path),
-        identify=cast(Identify, identify or "none"),
-        plaintext=cast(Plaintext, plaintext or "refuse"),
-        proxy_protocol=cast(ProxyProtocol, proxy_protocol or "none"),
-        missing_partner_profile=cast(MissingPartnerProfile, missing or "warn"),
-        backend_check=backend_check,
-        index=index,
-    )
+    return Listener(**values, index=index)
 
 
 def _parse_partner(reader: _Reader, item: Any, index: int) -> Partner | None:
     path = f"partners[{index}]"
-    data = reader.mapping(item, path, _PARTNER_KEYS)
+    data = reader.mapping(item, path, keys_of(Partner))
     if data is None:
         return None
-    partner_id = reader.required(data, "id", path)
-    partner_id = reader.identifier(partner_id, f"{path}.id") if partner_id is not _MISSING else None
+    values = _read_fields(reader, Partner, data, path, apart=("nrpart", "prot"))
     nrpart = reader.optional(data, "nrpart", reader.string, path)
     if nrpart is not None and len(nrpart) > 24:
         reader.problem(f"{path}.nrpart", "at most 24 characters (PeSIT PI 3)")
-    nrpassw = reader.optional(data, "nrpassw", reader.string, path)
+    nrpassw = values.get("nrpassw")
     if nrpassw is not None and len(nrpassw) > 8:
         reader.problem(f"{path}.nrpassw", "at most 8 characters (PeSIT PI 5)")
-    nrpassw_file = reader.optional(data, "nrpassw_file", reader.path, path)
-    if nrpassw is not None and nrpassw_file is not None:
+    if data.get("nrpassw") is not None and data.get("nrpassw_file") is not None:
         reader.problem(path, "nrpassw and nrpassw_file are mutually exclusive")
     prot = reader.string_list(data["prot"], f"{path}.prot") if data.get("prot") is not None else None
-    host_verify = reader.integer(data.get("host_verify", 0), f"{path}.host_verify", 0, 255)
-    sap = reader.optional(data, "sap", lambda v, p: reader.integer(v, p, 1, 65535), path)
-    if partner_id is None:
+    if "id" not in values:
         return None
     return Partner(
-        id=partner_id,
-        nrpart=nrpart or partner_id,
-        nrpassw=nrpassw,
-        nrpassw_file=nrpassw_file,
-        ssl=reader.optional(data, "ssl", reader.identifier, path),
+        **values,
+        nrpart=nrpart or values["id"],
         prot=None if prot is not None and "*" in prot else prot,
-        host=reader.string_list(data.get("host"), f"{path}.host"),
-        host_verify=host_verify or 0,
-        sap=sap,
-        user_class=reader.optional(data, "user_class", reader.string, path),
         index=index,
     )
 
 
 def _parse_outbound(reader: _Reader, item: Any, index: int) -> Outbound | None:
     path = f"outbound[{index}]"
-    data = reader.mapping(item, path, ("id", "listen", "partner", "ssl", "prot"))
+    data = reader.mapping(item, path, keys_of(Outbound))
     if data is None:
         return None
-    entry_id = reader.required(data, "id", path)
-    entry_id = reader.identifier(entry_id, f"{path}.id") if entry_id is not _MISSING else None
-    listen = reader.required(data, "listen", path)
-    listen = reader.address(listen, f"{path}.listen") if listen is not _MISSING else None
-    partner = reader.required(data, "partner", path)
-    partner = reader.identifier(partner, f"{path}.partner") if partner is not _MISSING else None
-    if entry_id is None or listen is None or partner is None:
+    values = _read_fields(reader, Outbound, data, path)
+    if not all(name in values for name in ("id", "listen", "partner")):
         return None
-    return Outbound(
-        id=entry_id,
-        listen=listen,
-        partner=partner,
-        ssl=reader.optional(data, "ssl", reader.identifier, path),
-        prot=reader.optional(data, "prot", reader.identifier, path),
-        index=index,
-    )
+    return Outbound(**values, index=index)
 
 
 def _parse_user_class(reader: _Reader, item: Any, index: int) -> UserClass | None:
     path = f"user_classes[{index}]"
-    data = reader.mapping(item, path, ("name", "user", "address"))
+    data = reader.mapping(item, path, keys_of(UserClass))
     if data is None:
         return None
-    name = reader.required(data, "name", path)
-    name = reader.string(name, f"{path}.name") if name is not _MISSING else None
-    address = reader.optional(data, "address", reader.string, path)
+    values = _read_fields(reader, UserClass, data, path)
+    address = values.get("address")
     if address is not None:
         try:
             ipaddress.ip_network(address, strict=False)
         except ValueError:
-            reader.problem(f"{path}.address", f"{address!r} is not an IP address or CIDR network")
-    if name is None:
+            reader.problem(f"{path}.address", f"{_shown(address)} is not an IP address or CIDR network")
+    if "name" not in values:
         return None
-    return UserClass(name=name, user=reader.optional(data, "user", reader.string, path) or "*", address=address)
+    return UserClass(**values)
 
 
 def _parse_encryption(reader: _Reader, item: Any, index: int) -> EncryptionEntry | None:
     path = f"encryption[{index}]"
-    data = reader.mapping(item, path, ("class", "encryption"))
+    data = reader.mapping(item, path, keys_of(EncryptionEntry))
     if data is None:
         return None
-    user_class = reader.required(data, "class", path)
-    user_class = reader.string(user_class, f"{path}.class") if user_class is not _MISSING else None
-    encryption = reader.required(data, "encryption", path)
-    if encryption is not _MISSING:
-        encryption = reader.choice(encryption, f"{path}.encryption", ("required", "optional"))
-    if user_class is None or encryption in (None, _MISSING):
+    values = _read_fields(reader, EncryptionEntry, data, path)
+    if not all(name in values for name in ("user_class", "encryption")):
         return None
-    return EncryptionEntry(user_class=user_class, encryption=cast(Encryption, encryption))
+    return EncryptionEntry(**values)
 
 
 def _parse_admin(reader: _Reader, value: Any) -> Admin | None:
     if value is None:
         return None
-    data = reader.mapping(value, "admin", ("listen", "token_file", "health_without_token"))
+    data = reader.mapping(value, "admin", keys_of(Admin))
     if data is None:
         return None
-    listen = reader.address(data.get("listen", "127.0.0.1:9901"), "admin.listen")
-    token_file = reader.optional(data, "token_file", reader.path, "admin")
-    health_without_token = reader.boolean(data.get("health_without_token", False), "admin.health_without_token")
+    listen = reader.address(data.get("listen", str(default_of(Admin, "listen"))), "admin.listen")
+    values = _read_fields(reader, Admin, data, "admin", apart=("listen",))
     if listen is None:
         return None
-    if not listen.is_loopback and token_file is None:
-        reader.problem("admin.token_file", f"is required when admin.listen ({listen}) is not a loopback address")
-    return Admin(listen=listen, token_file=token_file, health_without_token=bool(health_without_token))
+    admin = Admin(listen=listen, **values)
+    if not admin.listen.is_loopback and admin.token_file is None:
+        reader.problem(
+            "admin.token_file", f"is required when admin.listen ({admin.listen}) is not a loopback address"
+        )
+    return admin
 
 
-def _parse_limits(reader: _Reader, value: Any) -> Limits:
-    if value is None:
-        return Limits()
-    keys = ("handshake_timeout", "idle_timeout", "connect_timeout", "max_connections", "drain_timeout")
-    data = reader.mapping(value, "limits", keys)
-    if data is None:
-        return Limits()
-    defaults = Limits()
-    values: dict[str, Any] = {}
-    for key in keys:
-        if key not in data:
-            continue
-        if key == "max_connections":
-            parsed: Any = reader.integer(data[key], f"limits.{key}", 1, 1_000_000)
-        else:
-            parsed = reader.seconds(data[key], f"limits.{key}")
-        values[key] = parsed if parsed is not None else getattr(defaults, key)
-    return Limits(**values)
-
-
-def _parse_logging(reader: _Reader, value: Any) -> Logging:
-    if value is None:
-        return Logging()
-    data = reader.mapping(value, "logging", ("format", "level", "empty_connections"))
-    if data is None:
-        return Logging()
-    log_format = reader.choice(data.get("format", "json"), "logging.format", ("json", "text"))
-    level = reader.choice(data.get("level", "info"), "logging.level", ("debug", "info", "warning", "error"))
-    empty = reader.choice(
-        data.get("empty_connections", "info"), "logging.empty_connections", ("debug", "info", "warning")
-    )
-    return Logging(
-        format=cast(LogFormat, log_format or "json"),
-        level=cast(LogLevel, level or "info"),
-        empty_connections=cast(EmptyConnectionsLevel, empty or "info"),
-    )
-
-
-def _duplicates(reader: _Reader, section: str, keys: list[Any]) -> None:
+def _duplicates(reader: _Reader, section: str, keys: list[Any], what: str) -> None:
     seen: dict[Any, int] = {}
     for i, key in enumerate(keys):
         if key in seen:
-            reader.problem(f"{section}[{i}]", f"duplicate {key!r} (already at {section}[{seen[key]}])")
+            reader.problem(f"{section}[{i}]", f"duplicate {what} (already at {section}[{seen[key]}])")
         else:
             seen[key] = i
 
@@ -775,11 +830,11 @@ def _duplicates(reader: _Reader, section: str, keys: list[Any]) -> None:
 def _check_references(reader: _Reader, config: Config) -> None:
     """Cross-references between sections: every id named must exist with the right direction."""
     pki_ids = {entry.id for entry in config.pki}
-    _duplicates(reader, "profiles", [(p.id, p.direct) for p in config.profiles])
-    _duplicates(reader, "listeners", [listener.id for listener in config.listeners])
-    _duplicates(reader, "partners", [p.id for p in config.partners])
-    _duplicates(reader, "partners", [("nrpart", p.nrpart) for p in config.partners])
-    _duplicates(reader, "outbound", [o.id for o in config.outbound])
+    _duplicates(reader, "profiles", [(p.id, p.direct) for p in config.profiles], "profile id and direct")
+    _duplicates(reader, "listeners", [listener.id for listener in config.listeners], "listener id")
+    _duplicates(reader, "partners", [p.id for p in config.partners], "partner id")
+    _duplicates(reader, "partners", [p.nrpart for p in config.partners], "nrpart")
+    _duplicates(reader, "outbound", [o.id for o in config.outbound], "outbound id")
     class_names = {c.name for c in config.user_classes}
     listener_ids = {listener.id for listener in config.listeners}
 

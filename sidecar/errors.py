@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+# One problem is one line an operator reads in a terminal or a log: never more than this, whatever
+# the input (a 10 MB scalar, a binary file given as a certificate).
+MAX_LINE = 300
+
+
+def bounded(text: str, limit: int = MAX_LINE) -> str:
+    """`text` on one line, cut to `limit` characters with `…` when longer."""
+    flat = " ".join(text.split()) if ("\n" in text or "\r" in text or "\t" in text) else text
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 class SidecarError(Exception):
@@ -11,32 +22,68 @@ class SidecarError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Issue:
-    """One configuration problem, located by its YAML path or by `file:line`."""
+    """One configuration problem, located by its YAML path or by `file:line`.
+
+    `line` is the line of the configuration file the path was read from, when known; it is shown
+    after the message (`profiles[0].verify: must be one of … (line 12)`) so that the path, which
+    names the setting, stays first.
+    """
 
     where: str
     message: str
     msg_id: str | None = None  # a Transfer CFT message id when the problem is one CFT names (CFTP20F)
+    line: int | None = None  # None: not located yet; 0: not a line of the configuration file
+
+    def __post_init__(self) -> None:
+        # Bounded at the source, so every consumer (check, log lines, /reload JSON) gets short text.
+        object.__setattr__(self, "where", bounded(self.where, 120))
+        object.__setattr__(self, "message", bounded(self.message))
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}" if self.where else self.message
+        suffix = f" (line {self.line})" if self.line else ""  # 0: a line of another file is already named
+        head = f"{self.where}: " if self.where else ""
+        return head + bounded(self.message, MAX_LINE - len(head) - len(suffix)) + suffix
 
 
 class ConfigError(SidecarError):
     """A configuration that cannot be used; carries every problem found, not just the first."""
 
-    def __init__(self, issues: list[Issue] | tuple[Issue, ...]) -> None:
+    def __init__(self, issues: Iterable[Issue], *, warnings: Iterable[Issue] = ()) -> None:
         self.issues: tuple[Issue, ...] = tuple(issues)
+        self.warnings: tuple[Issue, ...] = tuple(warnings)  # found on the way; shown, never decisive
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
-class RuleFileError(SidecarError):
-    """A rule file (SSLAUTH) refused whole because of one bad line."""
+@dataclass(frozen=True, slots=True)
+class RuleFileProblem:
+    """One bad line of a rule file; line 0 means the file as a whole (unreadable, not text)."""
 
-    def __init__(self, file: str, line: int, message: str) -> None:
-        self.file = file
-        self.line = line
-        self.message = message
-        super().__init__(f"{file}:{line}: {message}")
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return bounded(f"{self.file}:{self.line}: {self.message}")
+
+
+class RuleFileError(SidecarError):
+    """A rule file (SSLAUTH) refused whole; carries every bad line found, in file order.
+
+    `file`, `line` and `message` are those of the first problem, for callers that show one.
+    """
+
+    def __init__(self, problems: Iterable[RuleFileProblem]) -> None:
+        self.problems: tuple[RuleFileProblem, ...] = tuple(problems)
+        assert self.problems, "a RuleFileError needs at least one problem"
+        first = self.problems[0]
+        self.file = first.file
+        self.line = first.line
+        self.message = first.message
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+    @classmethod
+    def single(cls, file: str, line: int, message: str) -> RuleFileError:
+        return cls([RuleFileProblem(file, line, message)])
 
 
 class DnPatternError(SidecarError):

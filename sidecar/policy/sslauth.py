@@ -21,9 +21,13 @@ Where a value ends (choices where TIBCO is silent)
 * at `/` followed by letters/digits and `=` (any such `/word=`, not only known keys, so that
   `/O=ACME/cn=Joe` and `/O=ACME/XYZ=1` are reported instead of read as part of the value):
   a value may contain `/` only where that shape does not follow;
-* at a blank followed by a whole word ACCEPT, REVOKE or REJECT (any case): a value cannot contain
-  these words as separate words (`/O=Accept Corp` is fine only because `Accept` follows `=`;
-  `/O=We Accept` is not);
+* at a blank followed by a whole word ACCEPT, REVOKE or REJECT (any case), which starts the next
+  statement, as in TIBCO's `REVOKE /SN=987654 REVOKE /SN=12:34:56 ACCEPT` and
+  `Accept /OU=Marketing/O=TIBCO revoke`. After /CN /OU /O /L /ST /C /USER, whose values may hold
+  blanks, such a word is read as a statement only when it ends the line; followed by more text
+  (`/O=Bank Accept Ltd`, `/O=We Accept /OU=x`) it is ambiguous, a company name or a new statement,
+  and is an error: end the value with `,` or start the next statement on a new line.
+  `/O=Accept Corp` and `/O=REJECTED` are fine: the word must follow a blank and stand alone;
 * at the end of the line. Values are trimmed; an empty value is an error. Comments cannot follow
   a statement on the same line (`#` there is part of a value).
 
@@ -36,6 +40,10 @@ Values
   /SDATE, or /ETIME without /EDATE, is an error (TIBCO ignores them; we refuse them).
 * /USER: any non-empty text without `*`; used only when its ACCEPT statement decides.
 * A parameter given twice in one statement is an error.
+
+Errors: every bad line of the file is reported (at most `MAX_PROBLEMS`), not only the first; a
+statement with a bad line is dropped and the rest of its entry is still read for more problems.
+The whole file is refused when any line is bad.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Literal, NoReturn
 
-from sidecar.errors import RuleFileError
+from sidecar.errors import RuleFileError, RuleFileProblem
 from sidecar.tls.peer import PeerCert
 
 Action = Literal["ACCEPT", "REVOKE"]
@@ -65,6 +73,8 @@ _PARAMETER_AT = re.compile(r"/([A-Za-z][A-Za-z0-9]*)=")
 _VALUE_END = re.compile(rf",|/[A-Za-z][A-Za-z0-9]*=|(?<=\s)(?:{_KEYWORD})(?=[\s,/]|\Z)")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _DATE = re.compile(r"[0-9]{8}")
+_VALUE_WITH_BLANKS = frozenset((*NAME_KEYS, "USER"))  # where a keyword after a blank is ambiguous
+MAX_PROBLEMS = 100  # bad lines reported per file; a file given by mistake (a binary) stays readable
 _TIME = re.compile(r"[0-9]{4}")
 
 
@@ -255,12 +265,12 @@ def load_sslauth(path: str | os.PathLike[str], display_name: str | None = None) 
         with open(path, "rb") as file:
             data = file.read()
     except OSError as exc:
-        raise RuleFileError(filename, 0, f"cannot read the file: {exc.strerror or exc}") from None
+        raise RuleFileError.single(filename, 0, f"cannot read the file: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8-sig")  # a BOM from a Windows editor is not content
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise RuleFileError(filename, line, "not valid UTF-8 text") from None
+        raise RuleFileError.single(filename, line, "not valid UTF-8 text") from None
     return parse_sslauth(text, filename)
 
 
@@ -355,16 +365,35 @@ class _Draft:
         )
 
 
+class _LineError(Exception):
+    """One bad line; the parser records it and goes on with the next line."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
 class _Parser:
-    __slots__ = ("draft", "filename", "statements")
+    __slots__ = ("broken", "draft", "filename", "problems", "statements")
 
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self.statements: list[Statement] = []
         self.draft: _Draft | None = None
+        self.broken = False  # the current entry had a bad line: its statement is dropped
+        self.problems: list[RuleFileProblem] = []
 
     def fail(self, line: int, message: str) -> NoReturn:
-        raise RuleFileError(self.filename, line, message)
+        raise _LineError(line, message)
+
+    def record(self, error: _LineError) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(RuleFileProblem(self.filename, error.line, error.message))
+        elif len(self.problems) == MAX_PROBLEMS:
+            self.problems.append(
+                RuleFileProblem(self.filename, error.line, f"more bad lines from here on (only {MAX_PROBLEMS} shown)")
+            )
 
     def parse(self, text: str) -> tuple[Statement, ...]:
         continuing = False
@@ -373,10 +402,23 @@ class _Parser:
             if line.startswith("*") or line.lstrip().startswith("#") or not line.strip():
                 continue
             if not continuing:
-                self.close_statement()
-            self.scan(line, number)
+                try:
+                    self.close_statement()
+                except _LineError as error:
+                    self.record(error)
+                self.broken = False
+            try:
+                self.scan(line, number)
+            except _LineError as error:
+                self.record(error)
+                self.broken = True
             continuing = line.rstrip().endswith(",")
-        self.close_statement()
+        try:
+            self.close_statement()
+        except _LineError as error:
+            self.record(error)
+        if self.problems:
+            raise RuleFileError(self.problems)
         return tuple(self.statements)
 
     def close_statement(self) -> None:
@@ -389,7 +431,8 @@ class _Parser:
                     draft.keys_at[time_key],
                     f"/{time_key} needs /{date_key} in the same statement (it is only checked on that day)",
                 )
-        self.statements.append(draft.finish())
+        if not self.broken:
+            self.statements.append(draft.finish())
 
     def scan(self, line: str, number: int) -> None:
         pos = 0
@@ -400,7 +443,11 @@ class _Parser:
                 return
             keyword = _KEYWORD_AT.match(line, pos)
             if keyword is not None:
-                self.close_statement()
+                try:
+                    self.close_statement()
+                except _LineError as error:
+                    self.record(error)
+                self.broken = False
                 self.draft = _Draft(_ACTIONS[keyword.group(1).upper()], number)
                 pos = keyword.end()
             elif line[pos] == "/":
@@ -433,6 +480,18 @@ class _Parser:
         value = line[start.end() : value_end].strip()
         if not value:
             self.fail(number, f"empty value for /{key}")
+        if (
+            end is not None
+            and key in _VALUE_WITH_BLANKS
+            and end.group(0)[0] not in ",/"
+            and line[end.end() :].strip()
+        ):
+            word = end.group(0).upper()
+            self.fail(
+                number,
+                f"/{key}={value} {word}: a value cannot contain the word {word}; to start a new "
+                "statement, end the value with ',' or begin a new line",
+            )
         draft.keys_at[key] = number
         try:
             if key in NAME_KEYS:

@@ -19,7 +19,7 @@ from ..config import Profile, TlsVersion
 from ..errors import DnPatternError, Issue
 from ..pki import PkiMaterial
 from ..policy.checks import ProfilePolicy
-from ..policy.dn import compile_dn_patterns
+from ..policy.dn import DnPattern, compile_dn_patterns
 from .ciphers import DEFAULT_CIPHLIST, CipherSuite, catalog
 from .peer import VerifyError
 
@@ -139,7 +139,7 @@ def build_context(
         context.set_cipher_list(cipher_string.encode())
         context.set_tls13_ciphersuites(":".join(s.openssl_name for s in tls13).encode())
     except SSL.Error as exc:
-        issues.append(Issue(f"{profile.path}.ciphlist", f"rejected by OpenSSL: {exc}"))
+        issues.append(Issue(f"{profile.path}.ciphlist", f"the TLS library refuses this list ({_reason(exc)})"))
         return None
     options = SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION
     if server:
@@ -150,11 +150,14 @@ def build_context(
     context.set_options(options)
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)  # an idle connection keeps no 16 KiB record buffers
 
-    if profile.usercid is not None and profile.usercid in pki:
+    if profile.usercid is not None:
+        if profile.usercid not in pki:
+            return None  # already reported: an unknown pki id, or a file that could not be loaded
         try:
             _load_own_identity(context, pki[profile.usercid])
         except (SSL.Error, crypto.Error, AssertionError) as exc:
-            issues.append(Issue(f"{profile.path}.usercid", f"cannot use pki.{profile.usercid}: {exc}"))
+            reason = _reason(exc) if isinstance(exc, SSL.Error | crypto.Error) else "no private key"
+            issues.append(Issue(f"{profile.path}.usercid", f"the TLS library refuses pki.{profile.usercid} ({reason})"))
             return None
     elif server:
         issues.append(Issue(f"{profile.path}.usercid", "a server profile needs its own certificate (usercid)"))
@@ -189,16 +192,8 @@ def compile_profile(
 ) -> CompiledProfile | None:
     before = len(issues)
     suites = resolve_ciphlist(profile, issues)
-    dnuser = dnissuer = None
-    # The compiler prefixes its messages with the element's path (`profiles[0].dnuser[1]: …`).
-    try:
-        dnuser = compile_dn_patterns(profile.dnuser or None, f"{profile.path}.dnuser")
-    except DnPatternError as exc:
-        issues.append(Issue("", str(exc)))
-    try:
-        dnissuer = compile_dn_patterns(profile.dnissuer or None, f"{profile.path}.dnissuer")
-    except DnPatternError as exc:
-        issues.append(Issue("", str(exc)))
+    dnuser = _compile_dn(profile.dnuser, f"{profile.path}.dnuser", issues)
+    dnissuer = _compile_dn(profile.dnissuer, f"{profile.path}.dnissuer", issues)
     if not suites and len(issues) == before:
         issues.append(Issue(f"{profile.path}.ciphlist", "no usable cipher suite"))
     if len(issues) > before:
@@ -218,3 +213,83 @@ def compile_profile(
         revoked=revoked,
     )
     return CompiledProfile(profile=profile, suites=suites, context=context, policy=policy)
+
+
+def _compile_dn(patterns: tuple[str, ...], where: str, issues: list[Issue]) -> DnPattern | None:
+    """The OR of `patterns`; every bad one is reported (the compiler stops at the first of a list)."""
+    if not patterns:
+        return None
+    bad = False
+    for index, text in enumerate(patterns):
+        try:
+            compile_dn_patterns([text], where)
+        except DnPatternError as exc:
+            # The compiler names the element `where[0]`; give the real index, path apart.
+            message = str(exc).removeprefix(f"{where}[0]: ")
+            issues.append(Issue(f"{where}[{index}]", message))
+            bad = True
+    return None if bad else compile_dn_patterns(patterns, where)
+
+
+def _reason(exc: SSL.Error | crypto.Error) -> str:
+    """OpenSSL's reason texts (`ee key too small`), without the error-queue tuples around them."""
+    args = exc.args[0] if exc.args else None
+    if isinstance(args, list):
+        reasons = [str(item[-1]) for item in args if isinstance(item, tuple) and item and item[-1]]
+        if reasons:
+            return "; ".join(reasons)
+    return "unknown reason"
+
+
+def _certificate_kind(suite: CipherSuite) -> str | None:
+    """The key type a TLS 1.0-1.2 suite needs in the server certificate (None: any, or none at all)."""
+    name = suite.openssl_name.upper()
+    if suite.tls13:
+        return None  # TLS 1.3 suites do not depend on the certificate's key type
+    if any(word in name for word in ("PSK", "SRP", "ADH", "AECDH")):
+        return None
+    if "ECDSA" in name:
+        return "EC"
+    if "-DSS-" in name:
+        return "DSA"
+    return "RSA"
+
+
+def _key_kind(material: PkiMaterial) -> str | None:
+    key = material.key
+    if key is None:
+        return None
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RSA"
+    if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return "EC"  # TLS 1.2 signs with EdDSA keys under the ECDSA suites (RFC 8422)
+    return None
+
+
+def key_type_warning(compiled: CompiledProfile, pki: dict[str, PkiMaterial]) -> Issue | None:
+    """A warning when no TLS 1.0-1.2 suite of the list fits the key of the profile's own certificate.
+
+    An EC key with only ECDHE-RSA suites (or the reverse) fails every TLS 1.2 handshake, at the
+    peer, with a message that does not point here. A profile without TLS 1.2 in its version range,
+    or whose list holds no TLS 1.2 suite, is not concerned.
+    """
+    profile = compiled.profile
+    if profile.usercid is None or profile.usercid not in pki or profile.version.min == "tls1.3":
+        return None
+    key_kind = _key_kind(pki[profile.usercid])
+    legacy = [suite for suite in compiled.suites if not suite.tls13]
+    if key_kind is None or not legacy:
+        return None
+    kinds = {_certificate_kind(suite) for suite in legacy}
+    if None in kinds or key_kind in kinds:
+        return None
+    needed = " or ".join(sorted(kind for kind in kinds if kind is not None))
+    tls13 = any(suite.tls13 for suite in compiled.suites) and profile.version.max == "tls1.3"
+    consequence = "every TLS 1.2 handshake will fail" + ("" if tls13 else ": no handshake can succeed")
+    return Issue(
+        f"{profile.path}.ciphlist",
+        f"no TLS 1.2 suite listed can be used with the {key_kind} key of pki.{profile.usercid} "
+        f"(they need an {needed} certificate): {consequence}",
+    )

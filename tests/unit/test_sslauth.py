@@ -133,7 +133,7 @@ def test_example_4_parsed_values() -> None:
 
 
 def test_several_statements_per_line_and_refs() -> None:
-    text = "REVOKE /CN=bob ACCEPT /OU=Marketing\n\nreject\n"
+    text = "REVOKE /CN=bob, ACCEPT /OU=Marketing\n\nreject\n"
     rules = parse(text)
     assert [(s.action, s.line) for s in rules.statements] == [("REVOKE", 1), ("ACCEPT", 1), ("REVOKE", 3)]
     assert verdict(text, SALES) == (False, "sslauth.txt:1")
@@ -152,7 +152,7 @@ def test_continuation_lines() -> None:
 
 
 def test_statement_starting_on_a_continued_line() -> None:
-    text = "ACCEPT /OU=Sales,\n  /O=TIBCO REVOKE /OU=Marketing\nACCEPT"
+    text = "ACCEPT /OU=Sales,\n  /O=TIBCO, REVOKE /OU=Marketing\nACCEPT"
     rules = parse(text)
     assert [(s.action, s.line) for s in rules.statements] == [("ACCEPT", 1), ("REVOKE", 2), ("ACCEPT", 3)]
     assert verdict(text, MARKETING) == (False, "sslauth.txt:2")
@@ -191,10 +191,59 @@ def test_separators_and_spaces_in_values(text: str) -> None:
 
 
 def test_value_ends_at_a_keyword_word_only() -> None:
-    rules = parse("ACCEPT /O=Acceptance Corp /OU=x revoke /CN=y")
+    rules = parse("ACCEPT /O=Acceptance Corp /OU=x, revoke /CN=y")
     assert rules.statements[0].names == (NameCriterion("O", "Acceptance Corp"), NameCriterion("OU", "x"))
     assert rules.statements[1].names == (NameCriterion("CN", "y"),)
     assert parse("ACCEPT /O=REJECTED").statements[0].names == (NameCriterion("O", "REJECTED"),)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ACCEPT /O=Bank Accept Ltd",
+        "REVOKE /O=We Accept /OU=x",
+        "ACCEPT /L=New York reject /CN=y",
+        "ACCEPT /USER=joe REVOKE /CN=y",
+        "ACCEPT /CN=x,\n /O=Big Reject Co",
+    ],
+)
+def test_a_keyword_word_inside_a_value_is_an_error(text: str) -> None:
+    # Followed by more text, the word could be part of a name or start a statement: refused, never
+    # silently read as a new statement (a bare ACCEPT there would admit everyone).
+    with pytest.raises(RuleFileError) as caught:
+        parse(text)
+    assert "a value cannot contain the word" in caught.value.message
+    assert "end the value with ','" in caught.value.message
+
+
+def test_a_keyword_ending_the_line_after_a_value_is_a_statement() -> None:
+    # TIBCO's own examples: `Accept /OU=Marketing/O=TIBCO revoke`, and after a serial any keyword.
+    assert [s.action for s in parse("ACCEPT /O=x revoke").statements] == ["ACCEPT", "REVOKE"]
+    assert [s.action for s in parse("REVOKE /SN=1 ACCEPT /CN=y").statements] == ["REVOKE", "ACCEPT"]
+    assert [s.action for s in parse("REVOKE /SDATE=20100101 ACCEPT /CN=y").statements] == ["REVOKE", "ACCEPT"]
+
+
+def test_every_bad_line_is_reported() -> None:
+    text = "ACCEPT /cn=a\nACCEPT /CN=ok\nREVOKE /XYZ=1\n\nACCEPT /SN=zz\nACCEPT /O=We Accept Co\nACCEPT /STIME=0800\n"
+    with pytest.raises(RuleFileError) as caught:
+        parse(text)
+    assert [(p.file, p.line) for p in caught.value.problems] == [
+        ("sslauth.txt", 1), ("sslauth.txt", 3), ("sslauth.txt", 5), ("sslauth.txt", 6), ("sslauth.txt", 7),
+    ]  # fmt: skip
+    assert str(caught.value).splitlines()[0] == "sslauth.txt:1: parameters must be uppercase: /cn"
+
+
+def test_a_broken_entry_does_not_report_its_continuation_lines_twice() -> None:
+    with pytest.raises(RuleFileError) as caught:
+        parse("ACCEPT /cn=a,\n /O=fine,\n /L=x\nACCEPT /C=toolong*x")
+    assert [p.line for p in caught.value.problems] == [1, 4]
+
+
+def test_problems_are_bounded_per_file() -> None:
+    with pytest.raises(RuleFileError) as caught:
+        parse("ACCEPT /cn=x\n" * 1000)
+    assert len(caught.value.problems) == 101
+    assert "only 100 shown" in caught.value.problems[-1].message
 
 
 def test_value_may_contain_a_slash_not_followed_by_a_parameter() -> None:
@@ -373,7 +422,7 @@ def test_aware_now_uses_its_own_date() -> None:
         ("ACCEPT /CN=Jo*e", 1, "* is only allowed at the end"),
         ("ACCEPT /OU=**", 1, "* is only allowed at the end"),
         ("ACCEPT /CN=a,\n /O=x /CN=b", 2, "/CN given twice in the statement of line 1"),
-        ("ACCEPT /CN=a REVOKE /CN=a /CN=b", 1, "/CN given twice"),
+        ("ACCEPT /CN=a, REVOKE /CN=a /CN=b", 1, "/CN given twice"),
         ("ACCEPT\nACCEPT /STIME=0800", 2, "/STIME needs /SDATE"),
         ("ACCEPT /ETIME=0800,\n\n/O=x", 1, "/ETIME needs /EDATE"),
         ("ACCEPT /O=x,\n/ETIME=0800", 2, "/ETIME needs /EDATE"),
