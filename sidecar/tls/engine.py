@@ -97,11 +97,13 @@ class _VerifyRecord:
     method would tie the endpoint into a reference cycle.
     """
 
-    __slots__ = ("errors", "leaf")
+    __slots__ = ("certificate_requested", "errors", "leaf")
 
     def __init__(self) -> None:
         self.errors: list[VerifyError] = []
         self.leaf: bytes | None = None  # DER of the peer certificate, when an error was found on it
+        # Client side, only for a profile that asks (verify: enforced): did a CertificateRequest arrive?
+        self.certificate_requested: bool | None = None
 
     def __call__(self, error: VerifyError, leaf: crypto.X509 | None) -> None:
         self.errors.append(error)
@@ -117,7 +119,6 @@ class ReadResult:
 
 class TlsEndpoint:
     __slots__ = (
-        "_client_cert_requested",
         "_conn",
         "_from",
         "_into",
@@ -137,10 +138,9 @@ class TlsEndpoint:
         self._server = server_side
         self._verify = _VerifyRecord()
         self.verify_errors = self._verify.errors
-        self._conn.set_app_data(self._verify)  # read by the profile's verify callback
+        self._conn.set_app_data(self._verify)  # read by the profile's verify (and info) callbacks
         self.handshake_done = False
         self.close_notify_sent = False
-        self._client_cert_requested: bool | None = None
         if server_side:
             self._conn.set_accept_state()
         else:
@@ -213,7 +213,7 @@ class TlsEndpoint:
             verified=peer is not None and chain_length > 0 and not self.verify_errors,
             verify_errors=tuple(self.verify_errors),
             chain_length=chain_length,
-            client_cert_requested=self._client_cert_requested,
+            client_cert_requested=self._verify.certificate_requested,
         )
 
     def release_handshake_buffers(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
@@ -35,6 +36,15 @@ _X509_V_ERR_INVALID_PURPOSE = 26
 # Set on the SSL.Connection (app data) by the engine; the verify callback reports each error to it,
 # with the certificate when the error is on the peer's own (depth 0).
 VerifyRecorder = Callable[[VerifyError, crypto.X509 | None], None]
+
+# OpenSSL's name for the client state "a CertificateRequest was read" (TLS 1.2 and 1.3 alike).
+_READ_CERTIFICATE_REQUEST = b"SSLv3/TLS read server certificate request"
+
+
+class CertificateRequestNote(Protocol):
+    """The part of the app data that the info callback of a `verify: enforced` profile writes."""
+
+    certificate_requested: bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +189,22 @@ def build_context(
     elif (server and profile.verify == "optional") or not server:
         mode = SSL.VERIFY_PEER  # client side always verifies; `none`/`optional` tolerate failures
     context.set_verify(mode, _make_verify_callback(profile))
+    if not server and profile.verify == "enforced":
+        # Only these profiles pay for a callback at every handshake state.
+        context.set_info_callback(_note_certificate_request)
     return context
+
+
+def _note_certificate_request(connection: SSL.Connection, where: int, _result: int) -> None:
+    """Client side: did the server send a CertificateRequest? (CFT `enforced`, SPEC §4.7)."""
+    note: CertificateRequestNote | None = connection.get_app_data()
+    if note is None:
+        return
+    if where & SSL.SSL_CB_HANDSHAKE_START:
+        if note.certificate_requested is None:
+            note.certificate_requested = False
+    elif where & SSL.SSL_CB_LOOP and connection.get_state_string() == _READ_CERTIFICATE_REQUEST:
+        note.certificate_requested = True
 
 
 def compile_profile(

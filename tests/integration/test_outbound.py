@@ -317,3 +317,33 @@ async def test_outbound_honours_max_connections(
     assert refused and refused[0]["outbound"] == "TOPARIS" and refused[0]["direction"] == "out"
     counters = runtime.stats.outbound_entry("TOPARIS")
     assert counters.errors["max_connections"] == 1 and counters.closed["max_connections"] == 1
+
+
+@pytest.mark.parametrize("tls13", [True, False])
+async def test_enforced_refuses_a_server_that_asks_for_no_client_certificate(
+    tls13: bool, pki: Pki, partner_cert: Issued, workdir: Path, captured_logs: LogCapture
+) -> None:
+    # CFT VERIFY=ENFORCED: a server that does not request our certificate is refused; one that
+    # requests it is accepted (the OpenSSL client notes whether a CertificateRequest arrived).
+    lax = TlsPartner(pki, partner_cert, require_client_cert=False)
+    strict = TlsPartner(pki, partner_cert)
+    for partner in (lax, strict):
+        if not tls13:
+            partner.context.maximum_version = ssl.TLSVersion.TLSv1_2
+    lax_port, strict_port = await lax.start(), await strict.start()
+    try:
+        for port, expected in ((lax_port, b""), (strict_port, b"asked")):
+            sidecar = Sidecar(workdir, outbound_config(pki, port, verify="enforced"))
+            await sidecar.start()
+            try:
+                assert await _through(sidecar, b"asked") == expected
+            finally:
+                await sidecar.stop()
+    finally:
+        await lax.stop()
+        await strict.stop()
+    closes = captured_logs.of("close")
+    assert closes[0]["decision"] == "reject"
+    assert closes[0]["reason"] == "verify"
+    assert "did not request a client certificate" in closes[0]["detail"]
+    assert closes[1]["decision"] == "accept"
