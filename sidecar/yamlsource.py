@@ -186,7 +186,7 @@ def _walk(node: yaml.Node, path: str, lines: dict[str, int], issues: list[Issue]
                 seen = first_line.get((key.tag, text))
                 if seen is not None:
                     if report:
-                        issues.append(Issue(key_path, f"given twice (lines {seen} and {line}): keep one"))
+                        issues.append(Issue(key_path, f"given twice (lines {seen} and {line}): keep one", line=0))
                     continue
                 first_line[(key.tag, text)] = line
             lines.setdefault(key_path, line)
