@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
-from .errors import ConfigError, Issue
+from .errors import ConfigError, Issue, os_reason
 from .yamlsource import YamlRefused, line_of, read_yaml
 
 # Field metadata. A field that is not a YAML key (positions, the source file) is internal; a key
@@ -527,18 +527,13 @@ def read_config(path: str | Path) -> tuple[Config | None, list[Issue]]:
     try:
         data = source.read_bytes()
     except OSError as exc:
-        return None, [Issue(str(path), f"cannot read the configuration: {_os_reason(exc)}")]
+        return None, [Issue(str(path), f"cannot read the configuration: {os_reason(exc)}")]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         return None, [Issue(f"{path}:{line}", "the configuration is not UTF-8 text")]
     return read_config_text(text, source)
-
-
-def _os_reason(exc: OSError) -> str:
-    reasons = {2: "no such file", 13: "permission denied", 21: "it is a directory", 20: "a parent is not a folder"}
-    return reasons.get(exc.errno or 0) or (exc.strerror or type(exc).__name__).lower()
 
 
 def parse_config(text: str, source: Path) -> Config:

@@ -16,6 +16,12 @@ def bounded(text: str, limit: int = MAX_LINE) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def os_reason(exc: OSError) -> str:
+    """Why a file could not be read, in words (`no such file`), without `[Errno 2]` and the path."""
+    reasons = {2: "no such file", 13: "permission denied", 21: "it is a folder", 20: "a parent is not a folder"}
+    return reasons.get(exc.errno or 0) or (exc.strerror or "read error").lower()
+
+
 class SidecarError(Exception):
     """Root of every error sidecar raises on purpose."""
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from .config import Config
-from .errors import Issue
+from .errors import Issue, os_reason
 from .tls.peer import name_rdns, oneline
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
@@ -46,12 +46,6 @@ class PkiMaterial:
 
 class PemProblem(ValueError):
     """A file that is not what it should be; the message is in an operator's words."""
-
-
-def os_reason(exc: OSError) -> str:
-    """Why a file could not be read, without `[Errno 2]`."""
-    reasons = {2: "no such file", 13: "permission denied", 21: "it is a folder", 20: "a parent is not a folder"}
-    return reasons.get(exc.errno or 0) or (exc.strerror or "read error").lower()
 
 
 def _read(path: Path, where: str, issues: list[Issue]) -> bytes | None:

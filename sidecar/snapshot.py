@@ -19,8 +19,8 @@ from pathlib import Path
 from cryptography import x509
 
 from .config import Config, Listener, Outbound, Partner, Profile, locate, read_config
-from .errors import ConfigError, Issue, RuleFileError
-from .pki import LoadedCrl, PkiMaterial, lifetime_issues, load_crls, load_pki, os_reason
+from .errors import ConfigError, Issue, RuleFileError, os_reason
+from .pki import LoadedCrl, PkiMaterial, lifetime_issues, load_crls, load_pki
 from .policy.classes import ClassPolicy, EncryptionRule, UserClassRule
 from .policy.partners import PartnerBook
 from .policy.sslauth import RuleSet, load_sslauth

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Literal, NoReturn
 
-from sidecar.errors import RuleFileError, RuleFileProblem
+from sidecar.errors import RuleFileError, RuleFileProblem, os_reason
 from sidecar.tls.peer import PeerCert
 
 Action = Literal["ACCEPT", "REVOKE"]
@@ -265,7 +265,7 @@ def load_sslauth(path: str | os.PathLike[str], display_name: str | None = None) 
         with open(path, "rb") as file:
             data = file.read()
     except OSError as exc:
-        raise RuleFileError.single(filename, 0, f"cannot read the file: {exc.strerror or exc}") from None
+        raise RuleFileError.single(filename, 0, f"cannot read the file: {os_reason(exc)}") from None
     try:
         text = data.decode("utf-8-sig")  # a BOM from a Windows editor is not content
     except UnicodeDecodeError as exc:
