@@ -311,14 +311,19 @@ def _admin_target(config_path: Path, admin_url: str | None, token_file: Path | N
     Only the `admin` section is read, and not validated: the point of `reload` is often a config
     with mistakes elsewhere, which the running sidecar will then report, each with its path.
     """
-    import yaml
+    from .errors import os_reason
+    from .yamlsource import YamlRefused, read_yaml
 
     admin: dict[str, object] = {}
     problem: str | None = None
     try:
-        document = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        problem = f"cannot read {config_path}: {getattr(exc, 'strerror', None) or exc}"
+        document = read_yaml(config_path.read_text(encoding="utf-8"), config_path.name).data
+    except OSError as exc:
+        problem = f"cannot read {config_path}: {os_reason(exc)}"
+    except UnicodeDecodeError:
+        problem = f"cannot read {config_path}: not UTF-8 text"
+    except YamlRefused as refused:
+        problem = str(refused.issue)
     else:
         section = document.get("admin") if isinstance(document, dict) else None
         if isinstance(section, dict):

@@ -486,10 +486,10 @@ class _Parser:
             and end.group(0)[0] not in ",/"
             and line[end.end() :].strip()
         ):
-            word = end.group(0).upper()
+            word = end.group(0)
             self.fail(
                 number,
-                f"/{key}={value} {word}: a value cannot contain the word {word}; to start a new "
+                f"/{key}={value} {word}: a value cannot contain the word {word.upper()}; to start a new "
                 "statement, end the value with ',' or begin a new line",
             )
         draft.keys_at[key] = number

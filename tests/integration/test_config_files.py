@@ -270,7 +270,7 @@ def test_one_pass_reports_structure_files_ciphers_dn_and_every_sslauth_line(pki:
         "profiles[0].dnuser[3]: ",
         "listeners[0].sslauth: rules.txt:1: parameters must be uppercase: /cn",
         "listeners[0].sslauth: rules.txt:3: unknown parameter /XYZ",
-        "listeners[0].sslauth: rules.txt:4: /O=Bank ACCEPT: a value cannot contain the word ACCEPT",
+        "listeners[0].sslauth: rules.txt:4: /O=Bank Accept: a value cannot contain the word ACCEPT",
     ):
         _one(lines, start)
     assert len(lines) == 9, lines
