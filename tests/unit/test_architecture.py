@@ -17,6 +17,7 @@ PURE_CORE = (
     "sidecar.pesit",
     "sidecar.stats",
     "sidecar.tls.peer",
+    "sidecar.yamlsource",
     *(f"sidecar.policy.{path.stem}" for path in (ROOT / "policy").glob("*.py") if path.stem != "__init__"),
 )
 IO_MODULES = {"asyncio", "ssl", "socket", "selectors", "aiohttp", "OpenSSL", "uvloop", "prometheus_client"}
