@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 from .errors import ConfigError, Issue, os_reason
+from .policy.classes import UserClassRule, class_rule_problem
 from .yamlsource import YamlRefused, line_of, read_yaml
 
 # Field metadata. A field that is not a YAML key (positions, the source file) is internal; a key
@@ -773,15 +774,16 @@ def _parse_user_class(reader: _Reader, item: Any, index: int) -> UserClass | Non
     if data is None:
         return None
     values = _read_fields(reader, UserClass, data, path)
-    address = values.get("address")
-    if address is not None:
-        try:
-            ipaddress.ip_network(address, strict=False)
-        except ValueError:
-            reader.problem(f"{path}.address", f"{_shown(address)} is not an IP address or CIDR network")
     if "name" not in values:
         return None
-    return UserClass(**values)
+    user_class = UserClass(**values)
+    # The check the policy makes when it compiles the class: one validator, applied here.
+    rule = UserClassRule(name=user_class.name, user=user_class.user, address=user_class.address)
+    problem = class_rule_problem(index, rule)
+    if problem is not None:
+        reader.problem(path, problem.removeprefix(f"{path}: "))
+        return None
+    return user_class
 
 
 def _parse_encryption(reader: _Reader, item: Any, index: int) -> EncryptionEntry | None:

@@ -132,6 +132,18 @@ class ClassPolicy:
         )
 
 
+def class_rule_problem(index: int, rule: UserClassRule) -> str | None:
+    """Why `rule` (at `user_classes[index]`) cannot be used, or None: the very check ClassPolicy makes.
+
+    The configuration calls it while reading the file, so a class is validated once, by one rule.
+    """
+    try:
+        _compile_class(index, rule)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _compile_class(index: int, rule: UserClassRule) -> _CompiledClass:
     where = f"user_classes[{index}]"
     if not rule.name:

@@ -238,3 +238,15 @@ def test_parse_config_raises_our_error_with_every_issue() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(VALID.replace("verify: required", "verify: x") + "limits: {idle_timeout: -1}\n", SOURCE)
     assert [issue.where for issue in caught.value.issues] == ["profiles[0].verify", "limits.idle_timeout"]
+
+
+def test_user_classes_are_validated_once_by_the_policys_own_rule() -> None:
+    # The configuration applies the check ClassPolicy makes: no second, stricter validator later.
+    text = VALID + "user_classes:\n  - {name: P, address: 192.0.2.1/24}\n  - {name: '*'}\n  - {name: Q, address: x}\n"
+    assert problems(text) == [
+        "user_classes[0]: address '192.0.2.1/24' is not an IP address or CIDR: 192.0.2.1/24 has host bits set "
+        "(line 16)",
+        "user_classes[1]: '*' cannot be a class name, it is reserved for 'every class' (line 17)",
+        "user_classes[2]: address 'x' is not an IP address or CIDR: 'x' does not appear to be an IPv4 or IPv6 "
+        "network (line 18)",
+    ]
