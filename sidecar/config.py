@@ -302,7 +302,6 @@ def _is_required(f: dataclasses.Field[Any]) -> bool:
 
 
 T = TypeVar("T")
-_MISSING = object()
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 
 
@@ -337,12 +336,6 @@ class _Reader:
             self.problem(path, f"must be a list, got {_describe(value)}")
             return []
         return value
-
-    def required(self, data: dict[str, Any], key: str, path: str) -> Any:
-        if key not in data or data[key] is None:
-            self.problem(_join(path, key), "is required")
-            return _MISSING
-        return data[key]
 
     def string(self, value: Any, path: str) -> str | None:
         if isinstance(value, bool) or not isinstance(value, str | int):
@@ -475,7 +468,10 @@ def _read_typed(reader: _Reader, f: dataclasses.Field[Any], kind: Any, raw: Any,
         return reader.string_list(raw, path) or None
     if kind is str:
         return reader.identifier(raw, path) if f.metadata.get("id") else reader.string(raw, path)
-    raise TypeError(f"no reader for {kind!r} ({path})")  # a schema field without a reader: a bug
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        return _parse_section(reader, kind, raw, path)  # a nested mapping, read by the same rules
+    # A field whose type has no reader here must be read by its section's parser (`apart`).
+    raise TypeError(f"no reader for {kind!r} ({path}): read it apart")
 
 
 def parse_address(text: str) -> Address:
@@ -524,7 +520,7 @@ def read_config(path: str | Path) -> tuple[Config | None, list[Issue]]:
     A configuration returned with problems is the best that could be built (bad values replaced
     by defaults, unusable items left out): good enough to look for problems in what it names.
     """
-    source = Path(path).absolute()
+    source = Path(path).resolve()
     try:
         data = source.read_bytes()
     except OSError as exc:
@@ -571,9 +567,7 @@ def read_config_text(text: str, source: Path) -> tuple[Config | None, list[Issue
         user_classes=_parse_list(reader, top, "user_classes", _parse_user_class),
         encryption=_parse_list(reader, top, "encryption", _parse_encryption),
         admin=_parse_admin(reader, top.get("admin")),
-        limits=_parse_section(reader, Limits, top.get("limits"), "limits"),
-        logging=_parse_section(reader, Logging, top.get("logging"), "logging"),
-        **_read_fields(reader, Config, top, "", apart=_SECTIONS),
+        **_read_fields(reader, Config, top, "", apart=_SECTIONS),  # limits, logging, pki_warn_days, …
         lines=document.lines,
     )
     _check_references(reader, config)
@@ -593,8 +587,7 @@ def _serves_something(top: dict[str, Any]) -> bool:
 
 
 # Top-level keys read by a parser of their own; the other top-level keys are read by their type.
-_SECTIONS = ("pki", "profiles", "listeners", "partners", "outbound", "user_classes", "encryption", "admin", "limits",
-             "logging")  # fmt: skip
+_SECTIONS = ("pki", "profiles", "listeners", "partners", "outbound", "user_classes", "encryption", "admin")
 
 
 def locate(issues: list[Issue], lines: Mapping[str, int]) -> list[Issue]:
