@@ -8,6 +8,9 @@ from dataclasses import dataclass
 # One problem is one line an operator reads in a terminal or a log: never more than this, whatever
 # the input (a 10 MB scalar, a binary file given as a certificate).
 MAX_LINE = 300
+# Problems listed at most (then one line says how many more): a file given by mistake, with
+# thousands of unknown keys, still gives a readable answer and a bounded /reload body.
+MAX_ISSUES = 200
 
 
 def bounded(text: str, limit: int = MAX_LINE) -> str:
@@ -55,9 +58,15 @@ class ConfigError(SidecarError):
     """A configuration that cannot be used; carries every problem found, not just the first."""
 
     def __init__(self, issues: Iterable[Issue], *, warnings: Iterable[Issue] = ()) -> None:
-        self.issues: tuple[Issue, ...] = tuple(issues)
-        self.warnings: tuple[Issue, ...] = tuple(warnings)  # found on the way; shown, never decisive
+        self.issues: tuple[Issue, ...] = _at_most(tuple(issues), "problems")
+        self.warnings: tuple[Issue, ...] = _at_most(tuple(warnings), "warnings")  # shown, never decisive
         super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+def _at_most(issues: tuple[Issue, ...], what: str) -> tuple[Issue, ...]:
+    if len(issues) <= MAX_ISSUES:
+        return issues
+    return (*issues[:MAX_ISSUES], Issue("", f"{len(issues) - MAX_ISSUES} more {what} not shown"))
 
 
 @dataclass(frozen=True, slots=True)

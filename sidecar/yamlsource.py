@@ -6,8 +6,9 @@ readable line, and never take the process's memory with it. So the text goes thr
 each bounded before the next one can cost anything:
 
 1. size: at most `MAX_BYTES` characters;
-2. events (libyaml's parser, iterative): nesting depth, scalar length and the number of documents
-   are checked while streaming, before any tree exists;
+2. events (libyaml's parser, iterative): nesting depth, scalar length, the number of values and of
+   documents are checked while streaming, before any tree exists (composing costs about 600 bytes
+   per value: the count bounds the memory of the next step);
 3. nodes: the composed graph is walked once with memoised sizes, so the size the aliases expand to
    is known without expanding them (a 1 KB "billion laughs" expands to 10^9 nodes: refused here);
    an alias inside its own anchor (a cycle) is refused too;
@@ -33,7 +34,7 @@ from .errors import Issue, bounded
 MAX_BYTES = 2 * 1024 * 1024  # a configuration with 10,000 partners is about 1 MB
 MAX_DEPTH = 24  # the schema nests 4 deep; room for flow style and anchors
 MAX_SCALAR = 64 * 1024  # no value of the schema is near that; PEM material lives in files
-MAX_NODES = 200_000  # after alias expansion; a 10,000-partner file is about 100,000
+MAX_NODES = 150_000  # values, before and after alias expansion; 10,000 partners of 4 keys are 100,000
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
 
@@ -95,8 +96,13 @@ def _syntax_issue(exc: yaml.YAMLError, name: str) -> Issue:
 def _check_events(text: str, name: str) -> None:
     depth = 0
     documents = 0
+    values = 0
     for event in yaml.parse(text, Loader=_Loader):
         line = event.start_mark.line + 1 if event.start_mark is not None else 0
+        if isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent):
+            values += 1
+            if values > MAX_NODES:
+                raise YamlRefused(Issue(f"{name}:{line}", f"holds more than {MAX_NODES:,} values"))
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
@@ -176,6 +182,7 @@ def _walk(node: yaml.Node, path: str, lines: dict[str, int], issues: list[Issue]
             _walk(item, item_path, lines, issues, checked)
     elif isinstance(node, yaml.MappingNode):
         first_line: dict[tuple[str, str], int] = {}
+        reported: set[tuple[str, str]] = set()
         report = id(node) not in checked
         checked.add(id(node))
         for key, value in node.value:
@@ -185,7 +192,8 @@ def _walk(node: yaml.Node, path: str, lines: dict[str, int], issues: list[Issue]
             if isinstance(key, yaml.ScalarNode) and text != "<<":
                 seen = first_line.get((key.tag, text))
                 if seen is not None:
-                    if report:
+                    if report and (key.tag, text) not in reported:
+                        reported.add((key.tag, text))  # once per key: a third copy adds nothing
                         issues.append(Issue(key_path, f"given twice (lines {seen} and {line}): keep one", line=0))
                     continue
                 first_line[(key.tag, text)] = line

@@ -136,3 +136,26 @@ def test_run_logs_the_warnings_at_start(pki: Pki, tmp_path: Path) -> None:
     warning = events[names.index("config_warning")]
     assert (warning["level"], warning["path"]) == ("warning", "pki.SRVCERT")
     assert "expires" in warning["warning"]
+
+
+def _many_values() -> str:
+    # The most expensive file the bounds let through, plus duplicate keys: one flow mapping of
+    # 74,998 short keys (149,999 values with the mapping and the top key).
+    return "x: {" + ",".join(f"k{i % 50}: 1" for i in range(74_998)) + "}\n"
+
+
+def test_the_largest_file_within_the_bounds_is_read_quickly_in_little_memory(tmp_path: Path) -> None:
+    path = _write(tmp_path, _many_values())
+    process = subprocess.Popen([*SIDECAR, "check", "-c", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    stderr = process.stderr.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    process.communicate()
+    cpu, peak_mb = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    print(f"150,000 values: {cpu:.2f} s CPU, {peak_mb:.0f} MB")
+    assert process.returncode == 2
+    assert "x.k0: given twice (lines 1 and 1): keep one" in stderr  # each duplicate once per mapping
+    assert cpu < 4.0 and peak_mb < 200, (cpu, peak_mb)
+    one_more = _write(tmp_path, _many_values().replace("}", ", extra: 1}"))
+    assert "holds more than 150,000 values" in _check(one_more).stderr
