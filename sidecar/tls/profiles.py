@@ -301,6 +301,8 @@ def key_type_warning(compiled: CompiledProfile, pki: dict[str, PkiMaterial]) -> 
     or whose list holds no TLS 1.2 suite, is not concerned.
     """
     profile = compiled.profile
+    if profile.direct != "server":
+        return None  # a suite names the key type of the server's certificate, not the client's
     if profile.usercid is None or profile.usercid not in pki or profile.version.min == "tls1.3":
         return None
     key_kind = _key_kind(pki[profile.usercid])
@@ -312,7 +314,7 @@ def key_type_warning(compiled: CompiledProfile, pki: dict[str, PkiMaterial]) -> 
         return None
     needed = " or ".join(sorted(kind for kind in kinds if kind is not None))
     tls13 = any(suite.tls13 for suite in compiled.suites) and profile.version.max == "tls1.3"
-    consequence = "every TLS 1.2 handshake will fail" + ("" if tls13 else ": no handshake can succeed")
+    consequence = "every TLS 1.2 handshake will fail" if tls13 else "no handshake can succeed (no TLS 1.3 either)"
     return Issue(
         f"{profile.path}.ciphlist",
         f"no TLS 1.2 suite listed can be used with the {key_kind} key of pki.{profile.usercid} "

@@ -203,6 +203,12 @@ def test_an_ec_key_with_only_rsa_suites_is_warned(pki: Pki, workdir: Path) -> No
     )
     config["profiles"][0]["ciphlist"] = [49199, 49195]
     assert _load(workdir, config).warnings == ()
+    # A client profile's key is not what the suites name: no warning there.
+    config["profiles"][0]["ciphlist"] = [49199, 4865]
+    config["profiles"].append({"id": "SSLSRV", "direct": "client", "usercid": "SRVCERT", "ciphlist": [49199]})
+    config["partners"] = [{"id": "PARIS", "ssl": "SSLSRV", "host": ["127.0.0.1"], "sap": 9}]
+    config["outbound"] = [{"id": "OUT", "listen": "127.0.0.1:0", "partner": "PARIS"}]
+    assert [w.where for w in _load(workdir, config).warnings] == ["profiles[0].ciphlist"]
 
 
 def test_an_rsa_key_with_only_ecdsa_suites_is_warned(pki: Pki, workdir: Path) -> None:
@@ -228,7 +234,7 @@ def test_an_rsa_key_with_only_ecdsa_suites_is_warned(pki: Pki, workdir: Path) ->
     config["profiles"][0]["version"] = {"min": "tls1.2", "max": "tls1.2"}
     (warning,) = _load(workdir, config).warnings
     assert "with the RSA key of pki.SRVCERT (they need an EC certificate)" in str(warning)
-    assert "no handshake can succeed" in str(warning)
+    assert str(warning).endswith("no handshake can succeed (no TLS 1.3 either) (line 14)")
 
 
 def test_a_partner_anyone_can_claim_is_warned(pki: Pki, workdir: Path) -> None:
