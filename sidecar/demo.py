@@ -159,7 +159,8 @@ def write_pki(directory: Path) -> DemoFiles:
     }
     for stem, issued in clients.items():
         issued.write(directory, f"client-{stem}")
-    directory.joinpath("partners.crl").write_bytes(make_crl(partners, [clients["paris-crl"].cert.serial_number]))
+    crl = make_crl(partners, [clients["paris-crl"].cert.serial_number], next_update_days=90)  # past pki_warn_days
+    directory.joinpath("partners.crl").write_bytes(crl)
     revoked_serial = serial_colons(clients["paris-old"].cert)
     yesterday = (dt.date.today() - dt.timedelta(days=1)).strftime("%Y%m%d")
     directory.joinpath(SSLAUTH_NAME).write_text(
