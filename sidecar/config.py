@@ -595,7 +595,7 @@ def locate(issues: list[Issue], lines: Mapping[str, int]) -> list[Issue]:
     located = []
     for issue in issues:
         if issue.line is None and _is_yaml_path(issue.where):
-            line = line_of(issue.where, dict(lines)) if lines else None
+            line = line_of(issue.where, lines) if lines else None
             if line is not None:
                 issue = dataclasses.replace(issue, line=line)
         located.append(issue)

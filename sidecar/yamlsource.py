@@ -23,7 +23,7 @@ Pure: no logging, no files; the caller reads the text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,7 +201,7 @@ def _walk(node: yaml.Node, path: str, lines: dict[str, int], issues: list[Issue]
             _walk(value, key_path, lines, issues, checked)
 
 
-def line_of(path: str, lines: dict[str, int]) -> int | None:
+def line_of(path: str, lines: Mapping[str, int]) -> int | None:
     """The line of `path`, or of its nearest written parent (a missing key: its mapping's line)."""
     while path:
         found = lines.get(path)
