@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from .errors import ConfigError, Issue, os_reason
 from .policy.classes import UserClassRule, class_rule_problem
-from .yamlsource import YamlRefused, line_of, read_yaml
+from .yamlsource import MAX_BYTES, YamlRefused, line_of, read_yaml
 
 # Field metadata. A field that is not a YAML key (positions, the source file) is internal; a key
 # spelled differently from its field (`class`, a Python keyword) names its key; an id is read with
@@ -522,9 +522,12 @@ def read_config(path: str | Path) -> tuple[Config | None, list[Issue]]:
     """
     source = Path(path).resolve()
     try:
-        data = source.read_bytes()
+        with source.open("rb") as file:  # read, not stat-ed: /dev/zero has no size to ask
+            data = file.read(4 * MAX_BYTES + 1)  # UTF-8: at most 4 bytes a character
     except OSError as exc:
         return None, [Issue(str(path), f"cannot read the configuration: {os_reason(exc)}")]
+    if len(data) > 4 * MAX_BYTES:
+        return None, [Issue(str(path), f"more than {4 * MAX_BYTES:,} bytes: not a configuration file")]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -48,15 +48,25 @@ class PemProblem(ValueError):
     """A file that is not what it should be; the message is in an operator's words."""
 
 
+def read_bounded(path: Path, limit: int) -> bytes | None:
+    """At most `limit` bytes of `path`; None when it holds more (a device, a file given by mistake).
+
+    Read, not stat-ed: `/dev/zero` or a FIFO has no size to ask.
+    """
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
 def _read(path: Path, where: str, issues: list[Issue]) -> bytes | None:
     try:
-        if path.stat().st_size > MAX_FILE:
-            issues.append(Issue(where, f"{path}: larger than {MAX_FILE // (1024 * 1024)} MB, not a PKI file"))
-            return None
-        return path.read_bytes()
+        data = read_bounded(path, MAX_FILE)
     except OSError as exc:
         issues.append(Issue(where, f"cannot read {path}: {os_reason(exc)}"))
         return None
+    if data is None:
+        issues.append(Issue(where, f"{path}: larger than {MAX_FILE // (1024 * 1024)} MB, not a PKI file"))
+    return data
 
 
 def pem_blocks(data: bytes, what: str) -> list[tuple[str, bytes, int]]:

@@ -20,12 +20,14 @@ from cryptography import x509
 
 from .config import Config, Listener, Outbound, Partner, Profile, locate, read_config
 from .errors import ConfigError, Issue, RuleFileError, os_reason
-from .pki import LoadedCrl, PkiMaterial, lifetime_issues, load_crls, load_pki
+from .pki import LoadedCrl, PkiMaterial, lifetime_issues, load_crls, load_pki, read_bounded
 from .policy.classes import ClassPolicy, EncryptionRule, UserClassRule
 from .policy.partners import PartnerBook
 from .policy.sslauth import RuleSet, load_sslauth
 from .policy.verdict import SessionPolicy
 from .tls.profiles import CompiledProfile, compile_profile, key_type_warning
+
+_SMALL_FILE = 64 * 1024  # a password or token file; more is a file given by mistake
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,11 @@ def build_snapshot(
             passwords[partner.id] = partner.nrpassw
         elif partner.nrpassw_file is not None:
             try:
-                passwords[partner.id] = partner.nrpassw_file.read_text(encoding="utf-8").strip()
+                secret = read_bounded(partner.nrpassw_file, _SMALL_FILE)
+                if secret is None:
+                    issues.append(Issue(f"{partner.path}.nrpassw_file", f"{partner.nrpassw_file}: not a password file"))
+                else:
+                    passwords[partner.id] = secret.decode("utf-8").strip()
             except OSError as exc:
                 reason = os_reason(exc)
                 issues.append(Issue(f"{partner.path}.nrpassw_file", f"cannot read {partner.nrpassw_file}: {reason}"))
@@ -275,7 +281,11 @@ def _load_rules(listener: Listener, config_dir: Path, issues: list[Issue]) -> Ru
 
 def _read_token(path: Path, issues: list[Issue]) -> str | None:
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        data = read_bounded(path, _SMALL_FILE)
+        if data is None:
+            issues.append(Issue("admin.token_file", f"{path}: not a token file"))
+            return None
+        token = data.decode("utf-8").strip()
     except OSError as exc:
         issues.append(Issue("admin.token_file", f"cannot read {path}: {os_reason(exc)}"))
         return None

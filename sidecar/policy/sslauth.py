@@ -75,6 +75,7 @@ _HEX = re.compile(r"[0-9A-Fa-f]+")
 _DATE = re.compile(r"[0-9]{8}")
 _VALUE_WITH_BLANKS = frozenset((*NAME_KEYS, "USER"))  # where a keyword after a blank is ambiguous
 MAX_PROBLEMS = 100  # bad lines reported per file; a file given by mistake (a binary) stays readable
+MAX_FILE = 16 * 1024 * 1024  # 100,000 statements are about 5 MB
 _TIME = re.compile(r"[0-9]{4}")
 
 
@@ -263,9 +264,11 @@ def load_sslauth(path: str | os.PathLike[str], display_name: str | None = None) 
     filename = display_name or os.fspath(path)
     try:
         with open(path, "rb") as file:
-            data = file.read()
+            data = file.read(MAX_FILE + 1)
     except OSError as exc:
         raise RuleFileError.single(filename, 0, f"cannot read the file: {os_reason(exc)}") from None
+    if len(data) > MAX_FILE:
+        raise RuleFileError.single(filename, 0, f"larger than {MAX_FILE // (1024 * 1024)} MB: not an SSLAUTH file")
     try:
         text = data.decode("utf-8-sig")  # a BOM from a Windows editor is not content
     except UnicodeDecodeError as exc:

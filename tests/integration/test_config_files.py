@@ -280,3 +280,19 @@ def test_one_pass_reports_structure_files_ciphers_dn_and_every_sslauth_line(pki:
     ):
         _one(lines, start)
     assert len(lines) == 9, lines
+
+
+def test_endless_files_are_refused_not_read_forever(pki: Pki, workdir: Path) -> None:
+    # /dev/zero has no size: each file the configuration names is read up to a bound, then refused.
+    config = base_config(pki, 9, sslauth="/dev/zero")
+    config["pki"]["EXTRA"] = {"cert": "/dev/zero"}
+    config["admin"] = {"listen": "127.0.0.1:0", "token_file": "/dev/zero"}
+    config["partners"] = [{"id": "PARIS", "nrpassw_file": "/dev/zero"}]
+    lines = _errors(workdir, config)
+    assert "/dev/zero: larger than 16 MB, not a PKI file" in _one(lines, "pki.EXTRA.cert")
+    assert "larger than 16 MB: not an SSLAUTH file" in _one(lines, "listeners[0].sslauth")
+    assert "/dev/zero: not a token file" in _one(lines, "admin.token_file")
+    assert "/dev/zero: not a password file" in _one(lines, "partners[0].nrpassw_file")
+    with pytest.raises(ConfigError) as caught:
+        load_snapshot("/dev/zero")
+    assert "not a configuration file" in str(caught.value)
