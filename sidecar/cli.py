@@ -117,7 +117,10 @@ def _print_warnings(warnings: Sequence[Issue]) -> None:
 
 
 def _log_warnings(warnings: Sequence[Issue]) -> None:
-    """The same warnings `check` prints, as log lines: at start here, after each reload by the runtime."""
+    """The same warnings `check` prints, as `config_warning` log lines, when `run` starts.
+
+    (After a reload, the runtime is the place that has the new snapshot's `warnings` to log.)
+    """
     for warning in warnings:
         logs.event("config_warning", logging.WARNING, path=warning.where, warning=str(warning))
 

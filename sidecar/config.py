@@ -523,11 +523,13 @@ def read_config(path: str | Path) -> tuple[Config | None, list[Issue]]:
     source = Path(path).resolve()
     try:
         with source.open("rb") as file:  # read, not stat-ed: /dev/zero has no size to ask
-            data = file.read(4 * MAX_BYTES + 1)  # UTF-8: at most 4 bytes a character
+            data = file.read(MAX_BYTES + 1)
     except OSError as exc:
         return None, [Issue(str(path), f"cannot read the configuration: {os_reason(exc)}")]
-    if len(data) > 4 * MAX_BYTES:
-        return None, [Issue(str(path), f"more than {4 * MAX_BYTES:,} bytes: not a configuration file")]
+    if len(data) > MAX_BYTES:
+        return None, [
+            Issue(str(path), f"the file is larger than {MAX_BYTES:,} bytes; a configuration is at most {MAX_BYTES:,}")
+        ]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar.testing.pki import issue
+
 from ..support.env import Pki, base_config
-from ..support.pki import issue
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from sidecar.errors import MAX_LINE, ConfigError
 from sidecar.snapshot import Snapshot, load_snapshot
+from sidecar.testing.pki import Issued, issue, make_ca, name
 
 from ..support.env import Pki, base_config
-from ..support.pki import Issued, issue, make_ca, name
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -295,4 +295,4 @@ def test_endless_files_are_refused_not_read_forever(pki: Pki, workdir: Path) -> 
     assert "/dev/zero: not a password file" in _one(lines, "partners[0].nrpassw_file")
     with pytest.raises(ConfigError) as caught:
         load_snapshot("/dev/zero")
-    assert "not a configuration file" in str(caught.value)
+    assert "the file is larger than 2,097,152 bytes; a configuration is at most 2,097,152" in str(caught.value)

@@ -19,7 +19,7 @@ from sidecar.config import Config, read_config_text
 from sidecar.errors import MAX_LINE, Issue, RuleFileError
 from sidecar.pki import PemProblem, _load_key, load_certificates, load_crl
 from sidecar.policy.sslauth import load_sslauth
-from tests.support.pki import make_ca
+from sidecar.testing.pki import make_ca
 
 SOURCE = Path("/nonexistent/sidecar.yaml")
 _CA = make_ca("/CN=Property CA")
