@@ -269,10 +269,8 @@ def _as_configured(path: Path, config_dir: Path) -> str:
 def _load_rules(listener: Listener, config_dir: Path, issues: list[Issue]) -> RuleSet | None:
     path = listener.sslauth
     assert path is not None
-    # Rule references read as the operator wrote them: relative to the config file when inside it.
-    display = str(path.relative_to(config_dir)) if path.is_relative_to(config_dir) else str(path)
     try:
-        return load_sslauth(path, display)
+        return load_sslauth(path, _as_configured(path, config_dir))  # rule references read as written
     except RuleFileError as exc:
         # One line per bad line of the file, each also naming the key that points at the file.
         issues.extend(Issue(f"{listener.path}.sslauth", str(problem), line=0) for problem in exc.problems)
