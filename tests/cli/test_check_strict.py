@@ -17,6 +17,7 @@ import yaml
 from sidecar.testing.pki import issue
 
 from ..support.env import Pki, base_config
+from ..support.hostile import alias_bomb
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 
@@ -31,17 +32,22 @@ def _check(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SIDECAR, "check", "-c", str(path)], capture_output=True, text=True, timeout=60)
 
 
-def _alias_bomb() -> str:
-    text = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
-        text += f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]\n"
-    return text
+
+def _measured_check(path: Path) -> tuple[int, str, float, float]:
+    """`sidecar check` as a process: exit status, stderr, CPU seconds and peak RSS in MB of that process."""
+    process = subprocess.Popen([*SIDECAR, "check", "-c", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    stderr = process.stderr.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    process.communicate()
+    return process.returncode, stderr, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # KB on Linux
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (_alias_bomb(), "aliases expand to more than"),
+        (alias_bomb(), "aliases expand to more than"),
         ("a: '" + "x" * 10_000_000 + "'\n", "a configuration is at most"),
         ("[" * 1_000_000 + "]" * 1_000_000, "invalid YAML"),
         ("a:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(1500)), "nested more than"),
@@ -49,22 +55,14 @@ def _alias_bomb() -> str:
     ids=["alias-bomb", "10MB-scalar", "deep-flow", "deep-block"],
 )
 def test_hostile_yaml_is_refused_quickly_in_little_memory(text: str, expected: str, tmp_path: Path) -> None:
-    assert len(_alias_bomb()) < 1024
-    path = _write(tmp_path, text)
-    process = subprocess.Popen([*SIDECAR, "check", "-c", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stderr is not None
-    stderr = process.stderr.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    process.communicate()
-    cpu = usage.ru_utime + usage.ru_stime
-    peak_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
-    assert process.returncode == 2, stderr
+    assert len(alias_bomb()) < 1024
+    returncode, stderr, cpu, peak_mb = _measured_check(_write(tmp_path, text))
+    print(f"{expected}: {cpu:.2f} s CPU, {peak_mb:.0f} MB")
+    assert returncode == 2, stderr
     lines = stderr.splitlines()
     assert len(lines) == 2 and expected in lines[0], lines  # the problem, then the summary
     assert all(len(line) <= 300 for line in lines)
     # SPEC §8.1: under 2 s and 200 MB; the interpreter's start-up (imports) is most of both.
-    print(f"{expected}: {cpu:.2f} s CPU, {peak_mb:.0f} MB")
     assert cpu < 2.0, f"{cpu:.2f} s of CPU"
     assert peak_mb < 200, f"{peak_mb:.0f} MB"
 
@@ -146,16 +144,9 @@ def _many_values() -> str:
 
 
 def test_the_largest_file_within_the_bounds_is_read_quickly_in_little_memory(tmp_path: Path) -> None:
-    path = _write(tmp_path, _many_values())
-    process = subprocess.Popen([*SIDECAR, "check", "-c", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stderr is not None
-    stderr = process.stderr.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    process.communicate()
-    cpu, peak_mb = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    returncode, stderr, cpu, peak_mb = _measured_check(_write(tmp_path, _many_values()))
     print(f"150,000 values: {cpu:.2f} s CPU, {peak_mb:.0f} MB")
-    assert process.returncode == 2
+    assert returncode == 2
     assert "x.k0: given twice (lines 1 and 1): keep one" in stderr  # each duplicate once per mapping
     assert cpu < 4.0 and peak_mb < 200, (cpu, peak_mb)
     one_more = _write(tmp_path, _many_values().replace("}", ", extra: 1}"))

@@ -24,6 +24,8 @@ from sidecar.config import (
 from sidecar.errors import MAX_LINE, ConfigError, Issue
 from sidecar.yamlsource import MAX_DEPTH
 
+from ..support.hostile import alias_bomb
+
 SOURCE = Path("/etc/sidecar/sidecar.yaml")
 
 VALID = """\
@@ -194,17 +196,11 @@ def test_pki_warn_days_is_a_top_level_number() -> None:
 # ---- hostile input: refused, one line, no exception of the YAML library -------------------------
 
 
-def _alias_bomb() -> str:
-    text = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
-        text += f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]\n"
-    return text
-
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (_alias_bomb(), "refused: its aliases expand to more than 150,000 values"),
+        (alias_bomb(), "refused: its aliases expand to more than 150,000 values"),
         ("listeners: &a [*a]\n", "refused: an alias refers to the node that contains it"),
         ("[" * 50_000 + "]" * 50_000, "invalid YAML"),
         ("x:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(60)), f"nested more than {MAX_DEPTH} levels"),
