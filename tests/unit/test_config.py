@@ -259,3 +259,11 @@ def test_the_list_of_problems_is_bounded() -> None:
         parse_config(text, SOURCE)
     assert len(caught.value.issues) == 201
     assert str(caught.value.issues[-1]) == "300 more problems not shown"
+
+
+def test_a_duration_that_zero_turns_off() -> None:
+    text = VALID.replace("    backend: 127.0.0.1:1761\n", "    backend: 127.0.0.1:1761\n    backend_check: 0\n")
+    assert parse_config(text, SOURCE).listeners[0].backend_check == 0.0
+    assert problems(text.replace("backend_check: 0", "backend_check: -1")) == [
+        "listeners[0].backend_check: must be a positive number of seconds, got -1 (line 15)"
+    ]
