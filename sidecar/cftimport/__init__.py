@@ -8,6 +8,7 @@ pointing at the CFT command they come from. `command` is the I/O shell (files, e
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,10 +58,11 @@ def loader_notes(yaml_text: str, output: Path, origins: dict[str, Origin]) -> li
         for issue in exc.issues:
             match = _ITEM.match(issue.where)
             origin = origins.get(match.group()) if match else None
+            text = str(dataclasses.replace(issue, line=None))  # the line is the note's, not the message's
             if origin is not None:
-                notes.append(Note(origin.file, origin.line, "error", origin.subject, str(issue)))
+                notes.append(Note(origin.file, origin.line, "error", origin.subject, text))
             else:
-                notes.append(Note(output.name, None, "error", "", str(issue)))
+                notes.append(Note(output.name, issue.line or None, "error", "", text))
         return notes
     return []
 
