@@ -132,7 +132,7 @@ def _bad_sslauth_line(workdir: Path, config: dict[str, Any], sidecar: Sidecar) -
     return "rules.txt:2:"
 
 
-def _many_problems(workdir: Path, config: dict[str, Any], sidecar: AdminSidecar) -> list[str]:
+def _many_problems(workdir: Path, config: dict[str, Any], sidecar: Sidecar) -> list[str]:
     (workdir / "rules.txt").write_text("ACCEPT /cn=a\nACCEPT /CN=PARIS\nREVOKE /XYZ=1\n")
     config["listeners"][0]["sslauth"] = "rules.txt"
     config["pki"]["SRVCERT"]["key"] = str(workdir / "missing.key")
