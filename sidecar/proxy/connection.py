@@ -251,13 +251,16 @@ def refuse_at_accept(leg: Leg, direction: Literal["in", "out"], entry: str, coun
     conn.end(Outcome("reject", reason))
 
 
+_SHUTDOWN = Outcome("closed", CloseReason.SHUTDOWN)
+
+
 async def serve(conn: Connection, work: Coroutine[Any, Any, Outcome]) -> None:
     """Run one connection's work, then end it; on shutdown or on a bug, close both sides and say why.
 
     A bug must not take the process down: it is logged and only this connection is closed.
     Either way the legs are released at the end (see `Leg.release`).
     """
-    outcome = Outcome("closed", CloseReason.SHUTDOWN)  # kept if cancelled
+    outcome = _SHUTDOWN  # kept if cancelled
     try:
         outcome = await work
     except asyncio.CancelledError:

@@ -104,7 +104,11 @@ class InboundListener(Acceptor[ListenerPlan]):
                 leg.send(session.rconnect(verdict.pesit_diagnostic))
             leg.close()  # flushes what was sent first (an RCONNECT), then close_notify
             return Outcome.refused(verdict.decision)
-        return await self._forward(conn, leg, plan, verdict, session, snapshot)
+        header = _proxy_header(plan.listener.proxy_protocol, leg, conn, verdict)
+        # The verdict (its steps and their texts) is not kept for the whole transfer: an idle
+        # connection would carry it for hours. What the session goes on with is on `conn`.
+        del verdict
+        return await self._forward(conn, leg, plan, header, session, snapshot)
 
     async def _establish(self, leg: Leg, plan: ListenerPlan) -> TlsFacts | None:
         """The TLS handshake, or None for a plaintext session (`plaintext: allow`, first byte not 0x16)."""
@@ -170,7 +174,7 @@ class InboundListener(Acceptor[ListenerPlan]):
             result = reader.feed(leg.take_held())
 
     async def _forward(
-        self, conn: Connection, leg: Leg, plan: ListenerPlan, verdict: Verdict, session: Session, snapshot: Snapshot
+        self, conn: Connection, leg: Leg, plan: ListenerPlan, header: bytes, session: Session, snapshot: Snapshot
     ) -> Outcome:
         """Dial the backend, give it the PROXY header and what identification read, then relay."""
         limits = snapshot.config.limits
@@ -185,7 +189,6 @@ class InboundListener(Acceptor[ListenerPlan]):
                     lambda: Leg("backend", self.loop), address.host, address.port
                 )
                 conn.backend = backend
-                header = _proxy_header(listener.proxy_protocol, leg, conn, verdict)
                 if header:
                     backend.send(header)
                 if session.logon_length:
