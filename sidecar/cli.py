@@ -116,15 +116,6 @@ def _print_warnings(warnings: Sequence[Issue]) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def _log_warnings(warnings: Sequence[Issue]) -> None:
-    """The same warnings `check` prints, as `config_warning` log lines, when `run` starts.
-
-    (After a reload, the runtime is the place that has the new snapshot's `warnings` to log.)
-    """
-    for warning in warnings:
-        logs.event("config_warning", logging.WARNING, path=warning.where, warning=str(warning))
-
-
 def _bindings_refusal() -> str | None:
     """The line to refuse to start with when the TLS engine's private bindings are not all there."""
     from .tls.bindings import missing_bindings, refusal, versions
@@ -193,10 +184,10 @@ def _run(config_path: Path) -> int:
         for issue in exc.issues:
             logs.event("config_error", logging.ERROR, path=issue.where, error=issue.message, line=issue.line or None,
                        msg_id=issue.msg_id, msg=issue.message if issue.msg_id else None)  # fmt: skip
-        _log_warnings(exc.warnings)
+        logs.config_warnings(exc.warnings)
         return EXIT_CONFIG
     logs.configure(snapshot.config.logging.format, snapshot.config.logging.level)
-    _log_warnings(snapshot.warnings)
+    logs.config_warnings(snapshot.warnings)
 
     import uvloop
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from .errors import Issue
 
 LOGGER = logging.getLogger("sidecar")
 DN_LOG_LIMIT = 1024  # characters of a DN in a log line; a certificate can carry far longer names
@@ -53,6 +56,12 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     record_fields = {"event": name}
     record_fields.update({key: value for key, value in fields.items() if value is not None})
     LOGGER.log(level, name, extra={"fields": record_fields})
+
+
+def config_warnings(warnings: Sequence[Issue]) -> None:
+    """The warnings `check` prints, as `config_warning` lines: when `run` starts and after each reload."""
+    for warning in warnings:
+        event("config_warning", logging.WARNING, path=warning.where, warning=str(warning))
 
 
 def dn(text: str) -> str:

@@ -151,6 +151,7 @@ class Runtime:
                 # would otherwise stall every relay for as long as it takes.
                 snapshot = await asyncio.to_thread(load_snapshot, self.config_path, generation)
             except ConfigError as exc:
+                logs.config_warnings(exc.warnings)
                 return self._refuse(list(exc.issues))
             except Exception as exc:  # a bug while building must not leave the old config half-replaced
                 return self._refuse([Issue("", f"internal error while loading: {type(exc).__name__}: {exc}")])
@@ -174,6 +175,7 @@ class Runtime:
                     msg="the admin section is read at start only: restart to apply the change",
                 )  # fmt: skip
             logs.event("reloaded", generation=generation, listeners=self.bound, outbound=self.bound_outbound)
+            logs.config_warnings(snapshot.warnings)
             return generation, []
 
     def _refuse(self, issues: list[Issue]) -> tuple[int, list[Issue]]:

@@ -32,7 +32,6 @@ def _check(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SIDECAR, "check", "-c", str(path)], capture_output=True, text=True, timeout=60)
 
 
-
 def _measured_check(path: Path) -> tuple[int, str, float, float]:
     """`sidecar check` as a process: exit status, stderr, CPU seconds and peak RSS in MB of that process."""
     process = subprocess.Popen([*SIDECAR, "check", "-c", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

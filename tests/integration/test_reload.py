@@ -31,7 +31,7 @@ from sidecar.testing.echo import EchoBackend
 from sidecar.testing.pki import Issued, issue
 
 from ..conftest import LogCapture
-from ..support.env import Pki, Sidecar, tls_exchange
+from ..support.env import Pki, Sidecar, base_config, tls_exchange
 from .test_admin import TOKEN, admin_config, get_json, running
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
@@ -80,6 +80,22 @@ async def test_reload_swaps_the_server_certificate(pki: Pki, backend: EchoBacken
         assert await _peer_certificate(sidecar.port(), context) == _der(server)
         _, stats = await get_json(session, sidecar.url("/stats"))
         assert stats["generation"] == 2 and stats["reloads"] == {"ok": 1, "refused": 0}
+
+
+async def test_a_reload_logs_the_warnings_of_the_new_configuration(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    config = base_config(pki, backend.port)
+    async with Sidecar(workdir, config) as sidecar:
+        assert sidecar.runtime is not None
+        assert not captured_logs.of("config_warning")
+        config["pki_warn_days"] = 3000  # every certificate now ends "soon"
+        sidecar.write(config)
+        assert await sidecar.runtime.reload() == (2, [])
+    warnings = captured_logs.of("config_warning")
+    assert warnings and all(event["path"].startswith("pki.") for event in warnings)  # type: ignore[union-attr]
+    events = [event["event"] for event in captured_logs.events]
+    assert events.index("reloaded") < events.index("config_warning")
 
 
 async def test_reload_adding_a_revoke_refuses_new_connections_but_not_live_ones(

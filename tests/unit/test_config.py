@@ -179,22 +179,17 @@ def test_defaults_come_from_the_fields() -> None:
 
 def test_verify_choices_follow_direct() -> None:
     text = VALID.replace("verify: required", "verify: enforced")
-    assert problems(text) == [
-        "profiles[0].verify: must be one of none, optional, required, got 'enforced' (line 9)"
-    ]
+    assert problems(text) == ["profiles[0].verify: must be one of none, optional, required, got 'enforced' (line 9)"]
     client = VALID.replace("profiles:\n", "profiles:\n  - {id: SSLCLI, direct: client, verify: enforced}\n")
     assert problems(client) == []
 
 
 def test_pki_warn_days_is_a_top_level_number() -> None:
     assert parse_config(VALID + "pki_warn_days: 7\n", SOURCE).pki_warn_days == 7
-    assert problems(VALID + "pki_warn_days: soon\n") == [
-        "pki_warn_days: must be an integer, got text 'soon' (line 15)"
-    ]
+    assert problems(VALID + "pki_warn_days: soon\n") == ["pki_warn_days: must be an integer, got text 'soon' (line 15)"]
 
 
 # ---- hostile input: refused, one line, no exception of the YAML library -------------------------
-
 
 
 @pytest.mark.parametrize(
