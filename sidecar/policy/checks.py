@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from ..config import ClientVerify
 from ..tls.peer import PeerCert, TlsFacts
 from .decision import Decision, Reason
 from .dn import DnPattern
@@ -32,7 +33,7 @@ class ProfilePolicy:
     profile_id: str
     path: str  # "profiles[2]", for rule references
     direct: Literal["server", "client"]
-    verify: str  # none | optional | required | enforced
+    verify: ClientVerify  # none | optional | required | enforced (the last one for client profiles only)
     allowed_codes: frozenset[int]
     dnuser: DnPattern | None = None
     dnissuer: DnPattern | None = None
