@@ -136,6 +136,7 @@ class Listener:
     proxy_protocol: ProxyProtocol = "none"
     missing_partner_profile: MissingPartnerProfile = "warn"
     backend_check: float = field(default=0.0, metadata=_ZERO_IS_OFF)  # seconds between TCP probes of the backend
+    live_recheck: bool = True  # judge live sessions again after a reload and when a time limit passes
     index: int = field(default=0, metadata=_INTERNAL)
 
     @property
@@ -169,6 +170,7 @@ class Outbound:
     partner: str = field(metadata=_ID)
     ssl: str | None = field(default=None, metadata=_ID)
     prot: str | None = field(default=None, metadata=_ID)
+    live_recheck: bool = True  # judge live sessions again when a reload changes the client profile's checks
     index: int = field(default=0, metadata=_INTERNAL)
 
     @property
@@ -206,6 +208,12 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Reload:
+    watch: bool = False  # reload by itself when the configuration or a file it names changes
+    interval: float = 2.0  # seconds without further change before a change counts as settled
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Logging:
     format: LogFormat = "json"
     level: LogLevel = "info"
@@ -225,6 +233,7 @@ class Config:
     admin: Admin | None = None
     limits: Limits = field(default_factory=Limits)
     logging: Logging = field(default_factory=Logging)
+    reload: Reload = field(default_factory=Reload)
     pki_warn_days: int = field(default=30, metadata=_range(0, 3650))  # lifetimes: warn this many days ahead
     # YAML path -> line where it is written; for messages only.
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False, metadata=_INTERNAL)

@@ -54,6 +54,10 @@ class CloseReason(StrEnum):
     ENCRYPTION_REQUIRED = "encryption_required"
     PROTOCOL = "protocol"
     IDENTIFICATION_TIMEOUT = "identification_timeout"
+    # A relayed session the configuration no longer accepts (SPEC §8.3, `live_recheck`): judged
+    # again after a reload, or when one of its time limits passed.
+    REVOKED_LIVE = "revoked_live"
+    EXPIRED_LIVE = "expired_live"
     # The destination (backend, or remote partner in client mode) failed us.
     BACKEND_UNREACHABLE = "backend_unreachable"
     BACKEND_TIMEOUT = "backend_timeout"

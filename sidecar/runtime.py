@@ -20,11 +20,13 @@ from . import logs
 from .config import Address
 from .errors import ConfigError, Issue
 from .probes import BackendProbes
+from .live import LivePolicy
 from .proxy.connection import Connection
 from .proxy.inbound import InboundListener
 from .proxy.outbound import OutboundListener
 from .snapshot import ListenerPlan, OutboundPlan, Snapshot, load_snapshot
 from .stats import Stats
+from .watch import Watcher
 
 Kind = Literal["listener", "outbound"]
 ServerKey = tuple[Kind, str]  # ("listener", "PESITSSL"), ("outbound", "TOPARIS")
@@ -75,6 +77,8 @@ class Runtime:
         self.probes = BackendProbes()
         # Wraps every reload; `sidecar run` sets it to tell systemd (notify.Notifier.reloading).
         self.around_reload: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+        self.live = LivePolicy(self)  # judges live sessions again (SPEC §8.3)
+        self.watcher = Watcher(lambda: self.snapshot.config, self.reload)  # `reload.watch`
 
     @property
     def bound(self) -> dict[str, str]:
@@ -97,6 +101,8 @@ class Runtime:
             raise
         self.probes.apply(self.snapshot)
         self.ready = True
+        if self.snapshot.config.reload.watch:
+            self.watcher.start()
         logs.event(
             "ready",
             listeners=self.bound,
@@ -124,6 +130,7 @@ class Runtime:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         self.connections[conn.id] = conn
+        self.live.attach(conn)
 
         def finished(done: asyncio.Task[None]) -> None:
             self._tasks.discard(done)
@@ -161,7 +168,7 @@ class Runtime:
             if issues:
                 return self._refuse(issues)
             admin_changed = snapshot.config.admin != self.snapshot.config.admin
-            self.snapshot = snapshot
+            old, self.snapshot = self.snapshot, snapshot
             self.probes.apply(snapshot)
             # Fresh listeners accept only now, so their first connection already sees this snapshot.
             for server in fresh:
@@ -169,12 +176,17 @@ class Runtime:
                     break
                 await server.start_serving()
             self.stats.reloads["ok"] += 1
+            # Live sessions are judged again by the new configuration (`live_recheck`), in slices.
+            recheck = await self.live.recheck(old, snapshot)
+            if snapshot.config.reload.watch and not self.draining:
+                self.watcher.start()  # turned on by this reload (a running watcher reads the new settings)
             if admin_changed:
                 logs.event(
                     "admin_unchanged", logging.WARNING,
                     msg="the admin section is read at start only: restart to apply the change",
                 )  # fmt: skip
-            logs.event("reloaded", generation=generation, listeners=self.bound, outbound=self.bound_outbound)
+            logs.event("reloaded", generation=generation, listeners=self.bound, outbound=self.bound_outbound,
+                       live_rechecked=recheck.rechecked, live_revoked=recheck.revoked)  # fmt: skip
             logs.config_warnings(snapshot.warnings)
             return generation, []
 
@@ -229,6 +241,7 @@ class Runtime:
             return
         self.draining = True
         self.ready = False
+        await self.watcher.stop()
         await self._close_servers()
         await self.probes.stop()
         timeout = self.snapshot.config.limits.drain_timeout if drain_timeout is None else drain_timeout

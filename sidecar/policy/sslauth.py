@@ -53,7 +53,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Literal, NoReturn
 
 from sidecar.errors import RuleFileError, RuleFileProblem, os_reason
@@ -136,6 +136,20 @@ class Statement:
                 )
         return None
 
+    def window_end(self, now: datetime) -> datetime | None:
+        """The first instant outside this statement's window at its end, on `now`'s clock; None: no /EDATE.
+
+        /EDATE alone allows the whole day; /ETIME allows its whole minute (a check at 14:30:59 against
+        /ETIME=1430 passes), so the window ends at the next day, or at the next minute.
+        """
+        if self.end_date is None:
+            return None
+        if self.end_time is None:
+            end = datetime.combine(self.end_date + timedelta(days=1), time())
+        else:
+            end = datetime.combine(self.end_date, self.end_time) + timedelta(minutes=1)
+        return end.replace(tzinfo=now.tzinfo)
+
     def _criteria_parts(self) -> list[str]:
         parts = [name.render() for name in self.names]
         if self.serial is not None:
@@ -167,6 +181,7 @@ class SslauthResult:
     rule_ref: str | None  # "sslauth.txt:7"; None when no statement decided
     user: str | None  # /USER of the deciding ACCEPT
     detail: str  # for logs and `sidecar explain`
+    valid_until: datetime | None = None  # an accepted result: when the deciding ACCEPT's window ends
 
 
 # Attributes tried, in this order, as the index key of a statement with an exact (non-prefix) value.
@@ -230,9 +245,13 @@ class RuleSet:
     filename: str
     statements: tuple[Statement, ...] = ()
     _index: _StatementIndex = field(init=False, repr=False, compare=False)
+    # Can an accepted session reach the end of a window? Without /EDATE anywhere, never: a live
+    # session's time limit then needs no evaluation of the file.
+    has_end_dates: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", _StatementIndex.build(self.statements))
+        object.__setattr__(self, "has_end_dates", any(s.end_date is not None for s in self.statements))
 
     def evaluate(self, cert: PeerCert | None, now: datetime) -> SslauthResult:
         """First statement whose criteria hit decides; `now` is the server's local date and time."""
@@ -251,7 +270,8 @@ class RuleSet:
             matched = f"matched {criteria}" if criteria else "matched every certificate (no criteria)"
             if statement.action == "ACCEPT":
                 as_user = f" (user {statement.user})" if statement.user is not None else ""
-                return SslauthResult(True, ref, statement.user, f"ACCEPT at {ref} {matched}{as_user}")
+                detail = f"ACCEPT at {ref} {matched}{as_user}"
+                return SslauthResult(True, ref, statement.user, detail, statement.window_end(now))
             return SslauthResult(False, ref, None, f"REVOKE at {ref} {matched}")
         return SslauthResult(True, None, None, "no statement matched: accepted")
 

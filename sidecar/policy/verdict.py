@@ -15,6 +15,11 @@ must not get to send a CONNECT), and the partner steps (5–6) after the CONNECT
 the first half, `judge` with its result (`listener=`) finishes the second without doing the first
 again. Called alone, `judge` does both.
 
+A verdict that accepts also says until when it holds by itself (`Verdict.time_limit`): the end of
+the deciding SSLAUTH ACCEPT's /EDATE//ETIME window or the client certificate's notAfter, whichever
+comes first. `time_limit` computes the same without the whole verdict, for a session that starts
+relaying (`live.LivePolicy` arms one timer at that instant and judges the session again then).
+
 The identity boundary is drawn here and only here: a certificate that did not verify (tolerated
 under `verify: optional`) is never an identity. SSLAUTH, `identify: certificate`, the user of the
 class rules and the identity handed to the backend (`Verdict.identity`) all read
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Literal
 
 from ..config import Identify, MissingPartnerProfile, Partner
 from ..pesit import DIAG_BAD_IDENTIFICATION, DIAG_UNAUTHORIZED_REQUESTER
@@ -64,6 +70,16 @@ class SessionFacts:
     claim: PesitClaim | None = None  # `identify: pesit`, once the CONNECT has been read
 
 
+@dataclass(frozen=True, slots=True)
+class TimeLimit:
+    """The instant an accepted session stops being acceptable by the passing of time alone."""
+
+    at: datetime  # timezone-aware for a certificate; an SSLAUTH end is on the clock `now` was given in
+    kind: Literal["certificate", "sslauth"]
+    detail: str
+    rule: str | None = None  # the SSLAUTH statement whose window ends ("sslauth.txt:3")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
     decision: Decision
@@ -77,6 +93,7 @@ class Verdict:
     user_class: str | None = None
     messages: tuple[CftMessage, ...] = ()  # Transfer CFT messages to log, in order
     pesit_diagnostic: int | None = None  # RCONNECT diagnostic to answer before closing (PeSIT only)
+    time_limit: TimeLimit | None = None  # accepted: the first instant it no longer holds by itself
 
     @property
     def accepted(self) -> bool:
@@ -90,28 +107,61 @@ def judge_listener(policy: SessionPolicy, tls: TlsFacts | None, now: datetime) -
         steps = [CheckStep("tls", "skip", "plaintext session: no TLS checks")]
         decision = Decision.allow()
         user = None
+        limit = None
     else:
         steps = profile_steps(policy.profile, tls)
         decision = decide(steps)
         user = None
+        limit = None
         if decision.allowed:
-            decision, user = _sslauth(policy.sslauth, identity, now, steps)
+            decision, user, limit = _sslauth(policy.sslauth, identity, now, steps)
     pending = decision.allowed and policy.identify == "pesit"
-    return Verdict(decision=decision, steps=tuple(steps), pending_identification=pending, identity=identity, user=user)
+    return Verdict(decision=decision, steps=tuple(steps), pending_identification=pending, identity=identity, user=user,
+                   time_limit=limit if decision.allowed else None)  # fmt: skip
 
 
 def _sslauth(
     rules: RuleSet | None, identity: PeerCert | None, now: datetime, steps: list[CheckStep]
-) -> tuple[Decision, str | None]:
+) -> tuple[Decision, str | None, TimeLimit | None]:
     if rules is None:
         steps.append(CheckStep("sslauth", "skip", "no SSLAUTH file"))
-        return Decision.allow(), None
+        return Decision.allow(), None, _earliest(identity, None, None)
     result = rules.evaluate(identity, now)
     if result.allowed:
         steps.append(CheckStep("sslauth", "pass", result.detail, result.rule_ref))
-        return Decision.allow(result.detail, result.rule_ref), result.user
+        limit = _earliest(identity, result.valid_until, result.rule_ref)
+        return Decision.allow(result.detail, result.rule_ref), result.user, limit
     steps.append(CheckStep("sslauth", "fail", result.detail, result.rule_ref))
-    return Decision.deny(Reason.SSLAUTH, result.detail, result.rule_ref), None
+    return Decision.deny(Reason.SSLAUTH, result.detail, result.rule_ref), None, None
+
+
+def time_limit(policy: SessionPolicy, tls: TlsFacts | None, now: datetime) -> TimeLimit | None:
+    """`Verdict.time_limit` of a session the listener steps accepted, without judging it whole.
+
+    The SSLAUTH file is evaluated only when one of its statements has an /EDATE: otherwise the
+    certificate's notAfter is the only limit, and it is read from the facts.
+    """
+    identity = tls.verified_peer if tls is not None else None
+    if identity is None or policy.profile is None:
+        return None  # plaintext, or no verified certificate: nothing ends by itself
+    rules = policy.sslauth
+    if rules is None or not rules.has_end_dates:
+        return _earliest(identity, None, None)
+    result = rules.evaluate(identity, now)
+    return _earliest(identity, result.valid_until if result.allowed else None, result.rule_ref)
+
+
+def _earliest(identity: PeerCert | None, window_end: datetime | None, rule: str | None) -> TimeLimit | None:
+    """The first of the certificate's notAfter and the deciding SSLAUTH window's end."""
+    limits: list[TimeLimit] = []
+    if identity is not None:
+        when = f"{identity.not_after:%Y-%m-%d %H:%M:%S} UTC"
+        limits.append(TimeLimit(identity.not_after, "certificate", f"client certificate notAfter {when} passed"))
+    if window_end is not None:
+        if window_end.tzinfo is None:  # a naive `now`: the server's local time, as SSLAUTH dates are
+            window_end = window_end.astimezone()
+        limits.append(TimeLimit(window_end, "sslauth", f"the window of the ACCEPT at {rule} ended", rule))
+    return min(limits, key=lambda limit: limit.at, default=None)
 
 
 def judge(policy: SessionPolicy, facts: SessionFacts, now: datetime, *, listener: Verdict | None = None) -> Verdict:

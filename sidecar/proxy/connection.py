@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -82,6 +82,14 @@ class Connection:
     relayed: bool = False  # the destination was reached and the two legs joined
     finished: bool = False  # ended: its bytes are in its counters now, no longer live
     _down_base: int = 0  # bytes the proxy itself sent to the client before relaying (ACK0)
+    # Live policy (`live.LivePolicy`): the configuration generation that last judged the session,
+    # the hook told when it starts relaying, the timer of its time limit, and the ending the proxy
+    # decided for it (revoked_live, expired_live), which its close line reports instead of the
+    # EOF or reset that closing it caused.
+    generation: int = 0
+    on_relaying: Callable[[Connection], None] | None = None
+    time_limit_timer: asyncio.TimerHandle | None = None
+    ending: Outcome | None = None
 
     @classmethod
     def accepted(cls, leg: Leg, direction: Literal["in", "out"], entry: str, counters: Counters) -> Connection:
@@ -104,6 +112,8 @@ class Connection:
         self.counters.accepted += 1
         if self.partner_counters is not None:
             self.partner_counters.accepted += 1
+        if self.on_relaying is not None:
+            self.on_relaying(self)
 
     def handshake_failed(self, error: TlsError) -> Outcome:
         self.refused_cert = error.peer
@@ -125,6 +135,12 @@ class Connection:
 
     def end(self, outcome: Outcome) -> None:
         """Count the connection as ended and write its one close line."""
+        if self.time_limit_timer is not None:
+            self.time_limit_timer.cancel()
+            self.time_limit_timer = None
+        self.on_relaying = None
+        if self.ending is not None:
+            outcome = self.ending
         client = self.client
         bytes_up, bytes_down = self.transferred()
         self.finished = True

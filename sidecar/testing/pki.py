@@ -63,9 +63,17 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _builder(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, serial: int | None, days: tuple[int, int]
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    serial: int | None,
+    days: tuple[int, int],
+    not_after: dt.datetime | None = None,
 ) -> x509.CertificateBuilder:
-    """Subject, issuer, key, serial and validity (days from now: (-1, 365) = since yesterday, for a year)."""
+    """Subject, issuer, key, serial and validity (days from now: (-1, 365) = since yesterday, for a year).
+
+    `not_after` (timezone-aware) replaces the end that `days` gives.
+    """
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -74,7 +82,7 @@ def _builder(
         .public_key(key.public_key())
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(now + dt.timedelta(days=days[0]))
-        .not_valid_after(now + dt.timedelta(days=days[1]))
+        .not_valid_after(not_after if not_after is not None else now + dt.timedelta(days=days[1]))
     )
 
 
@@ -106,13 +114,18 @@ def issue(
     *,
     serial: int | None = None,
     days: tuple[int, int] = (-1, 365),
+    not_after: dt.datetime | None = None,
     server: bool = False,
     client: bool = True,
     san: str | None = "localhost",
     ip: str | None = None,
     include_chain: bool = True,
 ) -> Issued:
-    """An end-entity certificate: clientAuth and/or serverAuth, DNS (and IP) subject alternative names."""
+    """An end-entity certificate: clientAuth and/or serverAuth, DNS (and IP) subject alternative names.
+
+    `not_after` (timezone-aware) replaces the end that `days` gives: a certificate that expires in
+    a few seconds, during a session.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     usages = []
     if server:
@@ -120,7 +133,7 @@ def issue(
     if client:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     builder = (
-        _builder(name(dn), ca.cert.subject, key, serial, days)
+        _builder(name(dn), ca.cert.subject, key, serial, days, not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         # Key usage: digitalSignature only, what an ECDSA TLS peer needs.
         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)

@@ -98,10 +98,10 @@ async def test_a_reload_logs_the_warnings_of_the_new_configuration(
     assert events.index("reloaded") < events.index("config_warning")
 
 
-async def test_reload_adding_a_revoke_refuses_new_connections_but_not_live_ones(
+async def test_with_live_recheck_off_a_revoke_refuses_new_connections_but_not_live_ones(
     pki: Pki, backend: EchoBackend, workdir: Path
 ) -> None:
-    config = admin_config(pki, backend.port)
+    config = admin_config(pki, backend.port, live_recheck=False)
     async with running(workdir, config) as (sidecar, session):
         context = pki.client_context(pki.client)
         reader, writer = await asyncio.open_connection(
@@ -117,7 +117,8 @@ async def test_reload_adding_a_revoke_refuses_new_connections_but_not_live_ones(
             assert await _post_reload(session, sidecar) == (200, {"generation": 2})
 
             assert await tls_exchange(sidecar.port(), context, b"after") is None
-            # The connection accepted under generation 1 keeps its configuration and flows both ways.
+            # `live_recheck: false`: the connection accepted under generation 1 keeps its
+            # configuration and flows both ways (live_policy tests the default).
             writer.write(b"still here")
             await writer.drain()
             assert await reader.readexactly(10) == b"still here"

@@ -1,0 +1,245 @@
+"""Live policy (SPEC §8.3): the configuration reaches sessions that are already relaying.
+
+Theory of operation
+-------------------
+A session is judged once, when it starts (`policy.verdict.judge`), on the facts it established: TLS
+facts, peer address, PeSIT claim (`Connection.session`; outbound: `Connection.facts`). Managed file
+transfers last hours, so with `live_recheck: true` the same pure function judges it again
+
+* after every successful reload, by the new snapshot's policy for its listener (outbound: the new
+  client profile's checks, only when they changed); a refusal closes it with `revoked_live`;
+* when its time limit passes (`Verdict.time_limit`: the end of the deciding SSLAUTH ACCEPT's
+  /EDATE//ETIME window, or the client certificate's notAfter, whichever comes first); a refusal
+  then closes it with `expired_live`. One `loop.call_at` timer per session, for its earliest limit,
+  armed when it starts relaying, re-armed by each re-judgement, cancelled when it ends
+  (`Connection.end`): nothing polls the connections.
+
+Which sessions. The reload re-judges sessions that are relaying. A session still in its handshake,
+identification or backend dial when the swap happens takes its verdict on the snapshot it was
+accepted under; it is caught when it starts relaying (`Connection.relaying` calls `started`): its
+generation is older than the current one, so it is judged again there, synchronously, before the
+relay joins the legs and before the bytes identification read are replayed to the backend.
+Sessions of a listener (or outbound entry) that the reload removed keep running on the
+configuration they started with, like the sessions of a listener being drained: nothing judges
+them any more. A verdict still pending identification (a listener switched to `identify: pesit`
+under a session that never sent us a CONNECT) cannot be completed and is kept.
+
+Closing. The proxy's decision is recorded first (`Connection.ending`: the close line reports it
+instead of the EOF the closing causes), then the legs are unjoined so that not one more byte is
+relayed, then both are closed: the client gets TLS close_notify then FIN (after what was already
+relayed to it), the backend FIN. No PeSIT ABORT is written: after the CONNECT the proxy does not
+follow the FPDU stream, and an FPDU injected between two of the backend's would corrupt it. A
+side that does not read its last bytes within `CLOSE_GRACE` seconds is aborted.
+
+Cost. The re-judgement runs on the event loop in slices of at most `SLICE_SECONDS`, yielding
+between them, so that relays keep flowing during a reload that re-judges thousands of sessions.
+A session that starts relaying pays for its time limit (the certificate's notAfter, and one
+indexed SSLAUTH evaluation only when the file has an /EDATE) and one timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from .outcome import CloseReason, Outcome
+from .policy.decision import Decision
+from .policy.partners import CftMessage
+from .policy.verdict import TimeLimit, judge, judge_server, time_limit
+from .proxy.connection import Connection
+from .snapshot import Snapshot
+
+SLICE_SECONDS = 0.005  # longest run of re-judgements between two yields to the loop
+CLOSE_GRACE = 5.0  # seconds a closed session's legs may take to flush before they are aborted
+
+
+class LiveHost(Protocol):
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    @property
+    def connections(self) -> dict[int, Connection]: ...
+
+
+def local_now() -> datetime:
+    """The server's local time, as SSLAUTH windows are written in."""
+    return datetime.now().astimezone()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejudged:
+    """What one re-judgement said: accepted with its next time limit, or refused and why."""
+
+    refused: bool
+    limit: TimeLimit | None = None
+    detail: str | None = None  # the refusal: "<check>: <why>", for the close line
+    rule: str | None = None
+    messages: tuple[CftMessage, ...] = ()
+
+    @staticmethod
+    def refusal(decision: Decision, messages: tuple[CftMessage, ...] = ()) -> Rejudged:
+        detail = f"{decision.reason}: {decision.detail}" if decision.reason else decision.detail
+        return Rejudged(True, None, detail, decision.rule_ref, messages)
+
+
+@dataclass(slots=True)
+class RecheckReport:
+    rechecked: int = 0
+    revoked: int = 0
+    seconds: float = 0.0
+    longest_slice: float = 0.0
+
+
+class LivePolicy:
+    """Re-judges live sessions for one Runtime; see the module docstring."""
+
+    def __init__(self, host: LiveHost) -> None:
+        self.host = host
+        # The wall clock time limits are judged on; a test may shift it (the loop's timers still
+        # run on the monotonic clock: a limit is converted to a delay when it is armed).
+        self.clock: Callable[[], datetime] = local_now
+
+    # ---- a session's lifecycle ----------------------------------------------------------------
+    def attach(self, conn: Connection) -> None:
+        """A connection was accepted under the current snapshot."""
+        conn.generation = self.host.snapshot.generation
+        conn.on_relaying = self.started
+
+    def started(self, conn: Connection) -> None:
+        """The session was accepted and starts relaying now (called before the legs are joined)."""
+        snapshot = self.host.snapshot
+        if conn.generation == snapshot.generation:
+            self._arm(conn, self._start_limit(conn, snapshot))
+            return
+        # A reload came between its accept and now: its verdict was taken on an older configuration.
+        conn.generation = snapshot.generation
+        judged = self._judge(conn, snapshot, self.clock())
+        if judged is None:
+            return
+        if judged.refused:
+            self._close(conn, CloseReason.REVOKED_LIVE, judged)
+            return
+        self._arm(conn, judged.limit)
+
+    def _start_limit(self, conn: Connection, snapshot: Snapshot) -> TimeLimit | None:
+        if conn.direction != "in" or conn.session is None:
+            return None
+        plan = snapshot.listeners.get(conn.entry)
+        if plan is None or not plan.listener.live_recheck:
+            return None
+        return time_limit(plan.policy, conn.session.tls, self.clock())
+
+    # ---- judging --------------------------------------------------------------------------------
+    def _judge(self, conn: Connection, snapshot: Snapshot, now: datetime) -> Rejudged | None:
+        """The session judged by `snapshot`; None when nothing judges it (entry removed, recheck off)."""
+        if conn.direction == "in":
+            plan = snapshot.listeners.get(conn.entry)
+            if plan is None or not plan.listener.live_recheck or conn.session is None:
+                return None
+            verdict = judge(plan.policy, conn.session, now)
+            if not verdict.decision.allowed:
+                return Rejudged.refusal(verdict.decision, verdict.messages)
+            return Rejudged(False, verdict.time_limit)
+        outbound = snapshot.outbound.get(conn.entry)
+        if outbound is None or not outbound.outbound.live_recheck or conn.facts is None:
+            return None
+        verdict = judge_server(outbound.profile.policy, conn.facts)
+        return Rejudged(False) if verdict.decision.allowed else Rejudged.refusal(verdict.decision)
+
+    async def recheck(self, old: Snapshot, new: Snapshot) -> RecheckReport:
+        """After a reload swapped `new` in: judge every relaying session again, in slices."""
+        report = RecheckReport()
+        began = slice_began = time.perf_counter()
+        now = self.clock()
+        for conn in list(self.host.connections.values()):
+            if time.perf_counter() - slice_began >= SLICE_SECONDS:
+                report.longest_slice = max(report.longest_slice, time.perf_counter() - slice_began)
+                await asyncio.sleep(0)
+                slice_began = time.perf_counter()
+                now = self.clock()
+            if conn.relay is None or conn.ending is not None or conn.id not in self.host.connections:
+                continue  # not relaying yet (`started` will catch it), or already ending
+            if conn.generation == new.generation:
+                continue  # started relaying during this re-judgement, judged by `new` already
+            conn.generation = new.generation
+            if conn.direction == "out" and not _client_checks_changed(old, new, conn.entry):
+                continue
+            judged = self._judge(conn, new, now)
+            if judged is None:
+                self._disarm(conn)
+                continue
+            report.rechecked += 1
+            if judged.refused:
+                report.revoked += 1
+                self._close(conn, CloseReason.REVOKED_LIVE, judged)
+            elif conn.direction == "in":
+                self._arm(conn, judged.limit)
+        report.longest_slice = max(report.longest_slice, time.perf_counter() - slice_began)
+        report.seconds = time.perf_counter() - began
+        return report
+
+    # ---- time limits ----------------------------------------------------------------------------
+    def _arm(self, conn: Connection, limit: TimeLimit | None) -> None:
+        self._disarm(conn)
+        if limit is None:
+            return
+        at = limit.at
+        if limit.kind == "sslauth":
+            # An SSLAUTH end is a local wall-clock time: the zone's rules for that day give its
+            # instant (a window ending after a daylight-saving change ends at the right hour).
+            at = at.replace(tzinfo=None).astimezone()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (at - self.clock()).total_seconds())
+        conn.time_limit_timer = loop.call_at(loop.time() + delay, self._limit_reached, conn)
+
+    @staticmethod
+    def _disarm(conn: Connection) -> None:
+        if conn.time_limit_timer is not None:
+            conn.time_limit_timer.cancel()
+            conn.time_limit_timer = None
+
+    def _limit_reached(self, conn: Connection) -> None:
+        conn.time_limit_timer = None
+        if conn.ending is not None or conn.id not in self.host.connections:
+            return
+        now = self.clock()
+        session = conn.session
+        identity = session.tls.verified_peer if session is not None and session.tls is not None else None
+        if identity is not None and identity.not_after <= now:
+            when = f"{identity.not_after:%Y-%m-%d %H:%M:%S} UTC"
+            self._close(conn, CloseReason.EXPIRED_LIVE, Rejudged(True, detail=f"client certificate notAfter {when}"))
+            return
+        judged = self._judge(conn, self.host.snapshot, now)
+        if judged is None:
+            return
+        if judged.refused:
+            self._close(conn, CloseReason.EXPIRED_LIVE, judged)
+            return
+        self._arm(conn, judged.limit)  # early (the wall clock moved) or extended: wait again
+
+    # ---- closing --------------------------------------------------------------------------------
+    def _close(self, conn: Connection, reason: CloseReason, judged: Rejudged) -> None:
+        self._disarm(conn)
+        conn.ending = Outcome("reject", reason, judged.detail, judged.rule)
+        for message in judged.messages:
+            conn.log_cft(message)
+        legs = [leg for leg in (conn.client, conn.backend) if leg is not None]
+        for leg in legs:
+            leg.peer = None  # unjoined: what either side sends from now on goes nowhere
+        for leg in legs:
+            leg.close()  # the client: close_notify, then FIN
+        loop = asyncio.get_running_loop()
+        for leg in legs:
+            loop.call_later(CLOSE_GRACE, leg.abort)
+
+
+def _client_checks_changed(old: Snapshot, new: Snapshot, entry: str) -> bool:
+    """Outbound: are the server checks of this entry's client profile different in `new`?"""
+    before, after = old.outbound.get(entry), new.outbound.get(entry)
+    if after is None:
+        return False
+    return before is None or before.profile.policy != after.profile.policy

@@ -1,0 +1,262 @@
+"""Live policy (SPEC §8.3): a reload or a time limit reaches sessions that are already relaying."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar.testing.echo import EchoBackend
+from sidecar.testing.pki import issue, make_crl
+
+from ..conftest import LogCapture
+from ..support.env import Pki, tls_exchange
+from .test_admin import AdminSidecar, admin_config, eventually, get_json, running
+
+LONDON_DN = "/C=GB/O=ACME/OU=London/CN=LONDON"
+
+
+class Session:
+    """One client connection held open: what it sent and received, hashed, and when it was closed."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.closed_at: float | None = None
+
+    @classmethod
+    async def open(cls, port: int, context: ssl.SSLContext) -> Session:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+        return cls(reader, writer)
+
+    async def echo(self, payload: bytes) -> bytes:
+        self.writer.write(payload)
+        await self.writer.drain()
+        return await self.reader.readexactly(len(payload))
+
+    async def wait_closed_by_proxy(self, timeout: float) -> float:
+        """Read until the proxy ends the stream (close_notify then EOF); return when that happened."""
+        async with asyncio.timeout(timeout):
+            with contextlib.suppress(ssl.SSLError, ConnectionError):
+                while await self.reader.read(65536):
+                    pass
+        self.closed_at = time.monotonic()
+        return self.closed_at
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+async def hashed_stream(port: int, context: ssl.SSLContext, size: int, halfway: asyncio.Event,
+                        reloaded: asyncio.Event) -> bool:  # fmt: skip
+    """Send `size` random bytes in two halves (the reload happens between them), read all back, compare."""
+    session = await Session.open(port, context)
+    sent, received = hashlib.sha256(), hashlib.sha256()
+    total = 0
+
+    async def send() -> None:
+        for part in range(2):
+            if part == 1:
+                halfway.set()
+                await reloaded.wait()
+            for _ in range(size // 2 // 16384):
+                block = os.urandom(16384)
+                sent.update(block)
+                session.writer.write(block)
+                await session.writer.drain()
+
+    async def receive() -> None:
+        nonlocal total
+        while total < size and (chunk := await session.reader.read(65536)):
+            received.update(chunk)
+            total += len(chunk)
+
+    try:
+        await asyncio.gather(send(), receive())
+    finally:
+        await session.close()
+    return total == size and sent.digest() == received.digest()
+
+
+def two_partners(pki: Pki, backend_port: int) -> tuple[dict[str, Any], ssl.SSLContext, ssl.SSLContext]:
+    """PARIS (pki.client) and LONDON, both partners identified by their certificate."""
+    config = admin_config(pki, backend_port, identify="certificate")
+    config["partners"] = [{"id": "PARIS"}, {"id": "LONDON"}]
+    london = issue(pki.root, LONDON_DN)
+    return config, pki.client_context(pki.client, stem="paris"), pki.client_context(london, stem="london")
+
+
+def _sslauth_revoke(workdir: Path, config: dict[str, Any], pki: Pki) -> str:
+    (workdir / "sslauth.txt").write_text("* PARIS is no longer welcome\nREVOKE /CN=PARIS\n")
+    config["listeners"][0]["sslauth"] = "sslauth.txt"
+    return "sslauth.txt:2"
+
+
+def _crl_listing(workdir: Path, config: dict[str, Any], pki: Pki) -> str:
+    (workdir / "partners.crl").write_bytes(make_crl(pki.root, [pki.client.cert.serial_number]))
+    config["profiles"][0]["crl"] = ["partners.crl"]
+    return "profiles[0].crl"
+
+
+def _dnuser_change(workdir: Path, config: dict[str, Any], pki: Pki) -> str:
+    config["profiles"][0]["dnuser"] = ["O=ACME/OU=London"]
+    return "profiles[0].dnuser"
+
+
+def _partner_removed(workdir: Path, config: dict[str, Any], pki: Pki) -> str | None:
+    config["partners"] = [{"id": "LONDON"}]
+    return None
+
+
+REVOCATIONS: list[Callable[[Path, dict[str, Any], Pki], str | None]] = [
+    _sslauth_revoke, _crl_listing, _dnuser_change, _partner_removed,
+]  # fmt: skip
+
+
+async def _post_reload(session: aiohttp.ClientSession, sidecar: AdminSidecar) -> tuple[int, Any]:
+    async with session.post(sidecar.url("/reload")) as response:
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize("revocation", REVOCATIONS, ids=lambda f: f.__name__[1:])
+async def test_a_revoked_partner_is_closed_at_the_reload_while_another_transfer_goes_on_intact(
+    revocation: Callable[[Path, dict[str, Any], Pki], str | None],
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture,
+) -> None:  # fmt: skip
+    config, paris, london = two_partners(pki, backend.port)
+    async with running(workdir, config) as (sidecar, http):
+        port = sidecar.port()
+        halfway, reloaded = asyncio.Event(), asyncio.Event()
+        size = 512 * 1024
+        transfer = asyncio.create_task(hashed_stream(port, london, size, halfway, reloaded))
+        revoked = await Session.open(port, paris)
+        try:
+            assert await revoked.echo(b"before") == b"before"
+            async with asyncio.timeout(10):
+                await halfway.wait()
+            rule = revocation(workdir, config, pki)
+            sidecar.write(config)
+            assert await _post_reload(http, sidecar) == (200, {"generation": 2})
+            answered = time.monotonic()
+            reloaded.set()
+            closed = await revoked.wait_closed_by_proxy(timeout=5)
+            assert closed - answered < 1.0
+            async with asyncio.timeout(20):
+                assert await transfer is True  # not one byte of the other partner's transfer lost
+        finally:
+            transfer.cancel()
+            await revoked.close()
+        await eventually(lambda: not sidecar.runtime.connections)  # type: ignore[union-attr]
+        _, stats = await get_json(http, sidecar.url("/stats"))
+        assert stats["listeners"]["PESITSSL"]["rejected"] == {"revoked_live": 1}
+        assert stats["partners"]["PARIS"]["rejected"] == {"revoked_live": 1}
+        assert stats["partners"]["LONDON"]["rejected"] == {}
+        async with http.get(sidecar.url("/metrics")) as response:
+            families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+        closed_samples = [s for s in families["sidecar_connections_closed"].samples
+                          if s.labels.get("reason") == "revoked_live"]  # fmt: skip
+        assert sum(sample.value for sample in closed_samples) >= 1
+    lines = [line for line in captured_logs.of("close") if line.get("reason") == "revoked_live"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["decision"] == "reject" and line["partner"] == "PARIS" and line.get("rule") == rule
+    assert "CN=PARIS" in str(line["subject"])
+    reloaded_line = captured_logs.of("reloaded")[-1]
+    assert (reloaded_line["live_rechecked"], reloaded_line["live_revoked"]) == (2, 1)
+    # The revoked session's bytes before the reload reached the backend; nothing after it.
+    assert bytearray(b"before") in backend.connections
+
+
+async def test_a_certificate_expiring_during_a_session_closes_it_at_not_after(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    config = admin_config(pki, backend.port)
+    not_after = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
+    short = issue(pki.root, "/C=US/O=ACME/OU=Paris/CN=PARIS", not_after=not_after)
+    async with running(workdir, config) as (sidecar, _):
+        session = await Session.open(sidecar.port(), pki.client_context(short, stem="short"))
+        try:
+            assert await session.echo(b"while valid") == b"while valid"
+            await session.wait_closed_by_proxy(timeout=10)
+        finally:
+            await session.close()
+        closed_wall = dt.datetime.now(dt.UTC)
+        assert not_after <= closed_wall < not_after + dt.timedelta(seconds=2)
+        await eventually(lambda: not sidecar.runtime.connections)  # type: ignore[union-attr]
+        assert sidecar.runtime.stats.listener("PESITSSL").rejected == {"expired_live": 1}  # type: ignore[union-attr]
+    [line] = [line for line in captured_logs.of("close") if line.get("reason") == "expired_live"]
+    assert "notAfter" in str(line["detail"])
+
+
+async def test_an_sslauth_window_ending_during_a_session_closes_it_at_the_end_of_etime(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    """/ETIME has minute precision: the proxy's wall clock is moved to 3 s before a minute's end."""
+    real = dt.datetime.now().astimezone()
+    shift = dt.timedelta(seconds=(57 - real.second) % 60, microseconds=-real.microsecond)
+    shifted = real + shift
+    rules = f"ACCEPT /CN=PARIS /EDATE={shifted:%Y%m%d} /ETIME={shifted:%H%M}\n"
+    (workdir / "sslauth.txt").write_text(rules)
+    config = admin_config(pki, backend.port, sslauth="sslauth.txt")
+    async with running(workdir, config) as (sidecar, _):
+        assert sidecar.runtime is not None
+        sidecar.runtime.live.clock = lambda: dt.datetime.now().astimezone() + shift
+        session = await Session.open(sidecar.port(), pki.client_context(pki.client))
+        started = time.monotonic()
+        try:
+            assert await session.echo(b"inside the window") == b"inside the window"
+            closed = await session.wait_closed_by_proxy(timeout=10)
+        finally:
+            await session.close()
+        assert 1.0 < closed - started < 5.0  # at the minute's end (3 s ahead), not at once
+        await eventually(lambda: not sidecar.runtime.connections)  # type: ignore[union-attr]
+    [line] = [line for line in captured_logs.of("close") if line.get("reason") == "expired_live"]
+    assert line["rule"] == "sslauth.txt:1" and "/ETIME" in str(line["detail"])
+
+
+async def test_with_live_recheck_off_no_time_limit_ends_a_session(
+    pki: Pki, backend: EchoBackend, workdir: Path
+) -> None:
+    config = admin_config(pki, backend.port, live_recheck=False)
+    not_after = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=2)
+    short = issue(pki.root, "/C=US/O=ACME/OU=Paris/CN=PARIS", not_after=not_after)
+    async with running(workdir, config) as (sidecar, _):
+        session = await Session.open(sidecar.port(), pki.client_context(short, stem="short-off"))
+        try:
+            assert await session.echo(b"valid") == b"valid"
+            assert sidecar.runtime is not None
+            [conn] = sidecar.runtime.connections.values()
+            assert conn.time_limit_timer is None
+            await asyncio.sleep((not_after - dt.datetime.now(dt.UTC)).total_seconds() + 0.5)
+            assert await session.echo(b"after notAfter") == b"after notAfter"
+        finally:
+            await session.close()
+
+
+async def test_a_refused_reload_reaches_no_live_session(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
+    config = admin_config(pki, backend.port)
+    async with running(workdir, config) as (sidecar, http):
+        session = await Session.open(sidecar.port(), pki.client_context(pki.client))
+        try:
+            assert await session.echo(b"one") == b"one"
+            (workdir / "sslauth.txt").write_text("REVOKE /CN=PARIS\nREVOKE /cn=broken\n")
+            config["listeners"][0]["sslauth"] = "sslauth.txt"
+            sidecar.write(config)
+            status, _ = await _post_reload(http, sidecar)
+            assert status == 422
+            assert await session.echo(b"two") == b"two"
+        finally:
+            await session.close()
+        assert await tls_exchange(sidecar.port(), pki.client_context(pki.client), b"new") == b"new"
