@@ -112,8 +112,14 @@ class Watcher:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
+        """Start watching from the files' states now.
+
+        The first states are read here, on the loop (a dozen small files, once), so that a change
+        made as soon as the runtime is started or reloaded is not taken for the starting point.
+        """
         if not self.running:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            paths = watched_files(self._config())
+            self._task = asyncio.get_running_loop().create_task(self._run(read_states(paths, {})))
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -125,12 +131,9 @@ class Watcher:
     def period(settings: Reload) -> float:
         return max(0.05, min(settings.interval / 2, 1.0))
 
-    async def _run(self) -> None:
+    async def _run(self, states: dict[Path, FileState]) -> None:
         loop = asyncio.get_running_loop()
-        config = self._config()
-        paths = watched_files(config)
-        states = await asyncio.to_thread(read_states, paths, {})
-        logs.event("watching", files=len(paths), interval_s=config.reload.interval)
+        logs.event("watching", files=len(states), interval_s=self._config().reload.interval)
         pending: dict[Path, None] = {}
         last_change = 0.0
         while True:

@@ -260,3 +260,84 @@ async def test_a_refused_reload_reaches_no_live_session(pki: Pki, backend: EchoB
         finally:
             await session.close()
         assert await tls_exchange(sidecar.port(), pki.client_context(pki.client), b"new") == b"new"
+
+
+async def test_a_session_identified_after_the_reload_is_judged_by_it_before_relaying(
+    pki: Pki, workdir: Path, captured_logs: LogCapture
+) -> None:
+    """PeSIT: TLS done under generation 1, the CONNECT read after a reload that removed the partner.
+
+    Its verdict was taken on the configuration it was accepted under; it is judged again when it
+    starts relaying, before the CONNECT is replayed to the backend.
+    """
+    from sidecar import pesit
+
+    from ..support.env import Sidecar
+    from ..support.pesit_backend import PesitBackend
+    from .test_pesit_identification import _config
+
+    backend = PesitBackend()
+    port = await backend.start()
+    config = _config(pki, port)
+    config["partners"].append({"id": "LYON"})
+    sidecar = Sidecar(workdir, config)
+    runtime = await sidecar.start()
+    try:
+        session = await Session.open(sidecar.port(), pki.client_context(pki.client, stem="pesit-late"))
+        try:
+            await eventually(lambda: any(conn.facts for conn in runtime.connections.values()))
+            config["partners"] = [{"id": "LYON"}]
+            sidecar.write(config)
+            assert (await runtime.reload())[1] == []
+            session.writer.write(pesit.frame(pesit.encode_connect("PARIS", "SERVER"), True))
+            await session.wait_closed_by_proxy(timeout=5)
+        finally:
+            await session.close()
+        await eventually(lambda: not runtime.connections)
+    finally:
+        await sidecar.stop()
+        await backend.stop()
+    [line] = captured_logs.of("close")
+    assert (line["reason"], line["partner"]) == ("revoked_live", "PARIS")
+    assert all(not received for received in backend.received)  # not a byte of the CONNECT replayed
+
+
+async def test_an_outbound_session_is_closed_when_its_client_profile_no_longer_accepts_the_server(
+    pki: Pki, workdir: Path, captured_logs: LogCapture
+) -> None:
+    from ..support.env import Sidecar
+    from .test_outbound import TlsPartner, outbound_config
+
+    server = issue(pki.root, "/C=FR/O=ACME/OU=Transfer/CN=paris.example", server=True, client=False)
+    partner = TlsPartner(pki, server)
+    config = outbound_config(pki, await partner.start())
+    sidecar = Sidecar(workdir, config)
+    runtime = await sidecar.start()
+    local = int(runtime.bound_outbound["TOPARIS"].rsplit(":", 1)[1])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", local)
+        try:
+            writer.write(b"out")
+            assert await reader.readexactly(3) == b"out"
+            config["listeners"] = [{"id": "UNRELATED"}]  # a reload that leaves the client profile alone
+            sidecar.write(config)
+            assert (await runtime.reload())[1] == []
+            writer.write(b"still")
+            assert await reader.readexactly(5) == b"still"
+            config["profiles"][1]["dnuser"] = ["OU=Lyon"]
+            sidecar.write(config)
+            assert (await runtime.reload())[1] == []
+            async with asyncio.timeout(5):
+                assert await reader.read() == b""
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await eventually(lambda: not runtime.connections)
+    finally:
+        await sidecar.stop()
+        await partner.stop()
+    [line] = captured_logs.of("close")
+    assert (line["reason"], line["rule"], line["outbound"]) == ("revoked_live", "profiles[1].dnuser", "TOPARIS")
+    assert runtime.stats.outbound_entry("TOPARIS").rejected == {"revoked_live": 1}
+    assert [r["live_rechecked"] for r in captured_logs.of("reloaded")] == [0, 1]

@@ -1,0 +1,130 @@
+"""Watch mode (SPEC §8.3): the process reloads by itself when its files change, and keeps serving a good
+configuration when the new one is broken."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from sidecar.testing.echo import EchoBackend
+from sidecar.testing.pki import Issued, issue, make_crl
+
+from ..conftest import LogCapture
+from ..support.env import Pki, tls_exchange
+from .test_admin import admin_config, eventually, running
+from .test_live_policy import Session
+from .test_reload import _der, _peer_certificate
+
+WATCH = {"watch": True, "interval": 0.3}
+
+
+def _publish(secret: Path, version: str, server: Issued) -> None:
+    """What the kubelet does for a Secret volume: a new timestamped directory, then `..data` swapped to it."""
+    directory = secret / f"..2026_12_07_{version}"
+    directory.mkdir()
+    server.write(directory, "tls")
+    os.rename(directory / "tls.pem", directory / "tls.crt")
+    staged = secret / "..data_tmp"
+    staged.symlink_to(directory.name)
+    os.rename(staged, secret / "..data")  # atomic: readers see the old target or the new one
+
+
+def _secret_volume(workdir: Path, server: Issued) -> Path:
+    secret = workdir / "secret"
+    secret.mkdir()
+    _publish(secret, "a", server)
+    for name in ("tls.crt", "tls.key"):
+        (secret / name).symlink_to(f"..data/{name}")
+    return secret
+
+
+async def _wait_generation(sidecar: Any, generation: int, timeout: float = 10) -> None:
+    await eventually(lambda: sidecar.runtime.snapshot.generation == generation, timeout)
+
+
+async def test_a_secret_volume_symlink_swap_is_picked_up(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    secret = _secret_volume(workdir, pki.server)
+    config = admin_config(pki, backend.port)
+    config["pki"]["SRVCERT"] = {"cert": "secret/tls.crt", "key": "secret/tls.key"}
+    config["reload"] = WATCH
+    async with running(workdir, config) as (sidecar, _):
+        context = pki.client_context(pki.client)
+        assert await _peer_certificate(sidecar.port(), context) == _der(pki.server)
+        renewed = issue(pki.root, "/C=FR/O=ACME/CN=localhost", server=True, client=False)
+        _publish(secret, "b", renewed)  # cert-manager renewed the certificate
+        await _wait_generation(sidecar, 2)
+        assert await _peer_certificate(sidecar.port(), context) == _der(renewed)
+        changed = captured_logs.of("files_changed")
+        assert changed and {str(workdir / "secret/tls.crt"), str(workdir / "secret/tls.key")} <= set(
+            changed[-1]["files"]  # type: ignore[arg-type]
+        )
+        # Nothing changed since: no further reload.
+        await asyncio.sleep(1.0)
+        assert sidecar.runtime is not None and sidecar.runtime.snapshot.generation == 2
+
+
+async def test_a_crl_updated_in_place_revokes_the_live_session_it_lists(
+    pki: Pki, backend: EchoBackend, workdir: Path
+) -> None:
+    crl = workdir / "partners.crl"
+    crl.write_bytes(make_crl(pki.root, []))
+    config = admin_config(pki, backend.port)
+    config["profiles"][0]["crl"] = ["partners.crl"]
+    config["reload"] = WATCH
+    async with running(workdir, config) as (sidecar, _):
+        session = await Session.open(sidecar.port(), pki.client_context(pki.client))
+        try:
+            assert await session.echo(b"listed soon") == b"listed soon"
+            with crl.open("r+b") as file:  # the cron job rewrites the file itself, same inode
+                file.truncate(0)
+                file.write(make_crl(pki.root, [pki.client.cert.serial_number]))
+            await session.wait_closed_by_proxy(timeout=10)
+        finally:
+            await session.close()
+        assert sidecar.runtime is not None
+        assert sidecar.runtime.snapshot.generation == 2
+        await eventually(lambda: not sidecar.runtime.connections)  # type: ignore[union-attr]
+        assert sidecar.runtime.stats.listener("PESITSSL").rejected == {"revoked_live": 1}
+
+
+async def test_a_broken_file_is_refused_and_the_old_configuration_keeps_serving(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    rules = workdir / "sslauth.txt"
+    rules.write_text("ACCEPT /CN=PARIS\n")
+    config = admin_config(pki, backend.port, sslauth="sslauth.txt")
+    config["reload"] = WATCH
+    async with running(workdir, config) as (sidecar, _):
+        assert sidecar.runtime is not None
+        context = pki.client_context(pki.client)
+        rules.write_text("ACCEPT /CN=PARIS\nREVOKE /cn=lowercase\n")
+        await eventually(lambda: sidecar.runtime.stats.reloads["refused"] == 1, 10)  # type: ignore[union-attr]
+        [refused] = captured_logs.of("reload_refused")
+        assert any("sslauth.txt:2" in error for error in refused["errors"])  # type: ignore[union-attr]
+        assert sidecar.runtime.snapshot.generation == 1
+        assert await tls_exchange(sidecar.port(), context, b"still served") == b"still served"
+        # Not retried while nothing changes; the repaired file is picked up.
+        await asyncio.sleep(1.0)
+        assert sidecar.runtime.stats.reloads == {"refused": 1}
+        rules.write_text("REVOKE /CN=PARIS\n")
+        await _wait_generation(sidecar, 2)
+        assert await tls_exchange(sidecar.port(), context, b"revoked now") is None
+
+
+async def test_watch_mode_turned_on_by_a_reload_and_off_again(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
+    config = admin_config(pki, backend.port)
+    async with running(workdir, config) as (sidecar, _):
+        assert sidecar.runtime is not None
+        assert not sidecar.runtime.watcher.running
+        config["reload"] = WATCH
+        sidecar.write(config)
+        await sidecar.runtime.reload()
+        assert sidecar.runtime.watcher.running
+        config["reload"] = {"watch": False}
+        sidecar.write(config)  # the watcher itself reloads this change, then stops
+        await eventually(lambda: not sidecar.runtime.watcher.running, 10)  # type: ignore[union-attr]
+        assert sidecar.runtime.snapshot.generation == 3
