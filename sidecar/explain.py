@@ -138,6 +138,11 @@ def explain(snapshot: Snapshot, args: argparse.Namespace, out: TextIO) -> int:
     if verdict.pending_identification:
         print("decision   NOT EVALUATED: the listener checks pass; the partner checks need --partner", file=out)
         return EXIT_NOT_EVALUATED
+    if decision.allowed and verdict.time_limit is not None:
+        limit = verdict.time_limit
+        what = "client certificate notAfter" if limit.kind == "certificate" else f"end of the window of {limit.rule}"
+        print(f"until      {limit.at.astimezone(at.tzinfo):%Y-%m-%d %H:%M:%S %z} ({what}; with live_recheck "
+              "a live session is closed then: expired_live)", file=out)  # fmt: skip
     if decision.allowed:
         print("decision   ACCEPT", file=out)
         return EXIT_ACCEPT

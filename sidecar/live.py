@@ -40,17 +40,20 @@ indexed SSLAUTH evaluation only when the file has an /EDATE) and one timer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from . import logs
 from .outcome import CloseReason, Outcome
 from .policy.decision import Decision
 from .policy.partners import CftMessage
 from .policy.verdict import TimeLimit, judge, judge_server, time_limit
 from .proxy.connection import Connection
+from .proxy.relay import Leg
 from .snapshot import Snapshot
 
 SLICE_SECONDS = 0.005  # longest run of re-judgements between two yields to the loop
@@ -168,7 +171,11 @@ class LivePolicy:
             conn.generation = new.generation
             if conn.direction == "out" and not _client_checks_changed(old, new, conn.entry):
                 continue
-            judged = self._judge(conn, new, now)
+            try:
+                judged = self._judge(conn, new, now)
+            except Exception as exc:  # a bug judging one session must not stop the others, nor the reload
+                logs.event("internal_error", logging.ERROR, conn=conn.id, error=f"recheck: {type(exc).__name__}: {exc}")
+                continue
             if judged is None:
                 self._disarm(conn)
                 continue
@@ -203,6 +210,12 @@ class LivePolicy:
             conn.time_limit_timer = None
 
     def _limit_reached(self, conn: Connection) -> None:
+        try:
+            self._judge_at_limit(conn)
+        except Exception as exc:  # a timer callback: say so in our own words, not the loop's
+            logs.event("internal_error", logging.ERROR, conn=conn.id, error=f"time limit: {type(exc).__name__}: {exc}")
+
+    def _judge_at_limit(self, conn: Connection) -> None:
         conn.time_limit_timer = None
         if conn.ending is not None or conn.id not in self.host.connections:
             return
@@ -234,7 +247,12 @@ class LivePolicy:
             leg.close()  # the client: close_notify, then FIN
         loop = asyncio.get_running_loop()
         for leg in legs:
-            loop.call_later(CLOSE_GRACE, leg.abort)
+            loop.call_later(CLOSE_GRACE, _abort_if_open, leg)
+
+
+def _abort_if_open(leg: Leg) -> None:
+    if leg.transport is not None and not leg.closed.done():
+        leg.abort()
 
 
 def _client_checks_changed(old: Snapshot, new: Snapshot, entry: str) -> bool:

@@ -43,6 +43,7 @@ def test_accepted_certificate(pki: Pki, tmp_path: Path) -> None:
     assert "dnuser" in out and "PASS" in out
     assert "[sslauth.txt:1]" in out
     assert "user       PARUSER" in out
+    assert "until      " in out and "(client certificate notAfter;" in out
     assert out.strip().endswith("decision   ACCEPT")
 
 
