@@ -164,7 +164,7 @@ class LivePolicy:
                 await asyncio.sleep(0)
                 slice_began = time.perf_counter()
                 now = self.clock()
-            if conn.relay is None or conn.ending is not None or conn.id not in self.host.connections:
+            if not conn.relayed or conn.finished or conn.ending is not None:
                 continue  # not relaying yet (`started` will catch it), or already ending
             if conn.generation == new.generation:
                 continue  # started relaying during this re-judgement, judged by `new` already

@@ -19,8 +19,8 @@ from typing import Any, Literal
 from . import logs
 from .config import Address
 from .errors import ConfigError, Issue
-from .probes import BackendProbes
 from .live import LivePolicy
+from .probes import BackendProbes
 from .proxy.connection import Connection
 from .proxy.inbound import InboundListener
 from .proxy.outbound import OutboundListener
