@@ -78,7 +78,7 @@ class Runtime:
         # Wraps every reload; `sidecar run` sets it to tell systemd (notify.Notifier.reloading).
         self.around_reload: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
         self.live = LivePolicy(self)  # judges live sessions again (SPEC §8.3)
-        self.watcher = Watcher(lambda: self.snapshot.config, self.reload)  # `reload.watch`
+        self.watcher = Watcher(lambda: self.snapshot.config, self.reload, self.config_path)  # `reload.watch`
 
     @property
     def bound(self) -> dict[str, str]:

@@ -40,9 +40,16 @@ from .config import Config, Reload
 _READ_CHUNK = 1 << 20
 
 
-def watched_files(config: Config) -> tuple[Path, ...]:
-    """The configuration file and every file it names, each once, in a stable order."""
-    paths: list[Path] = [config.source]
+def watched_files(config: Config, config_path: Path | None = None) -> tuple[Path, ...]:
+    """The configuration file and every file it names, each once, in a stable order.
+
+    `config_path` is the configuration file as the process was given it (what a reload reads):
+    when it is a symlink (a ConfigMap's `..data` link, a `current -> v2` link) a swap changes what
+    it resolves to even if the old target stays in place, so it is watched beside `config.source`,
+    which is resolved.
+    """
+    paths: list[Path] = [config_path.absolute()] if config_path is not None else []
+    paths.append(config.source)
     for entry in config.pki:
         paths.extend(p for p in (entry.cert, entry.key, entry.key_password_file) if p is not None)
     for profile in config.profiles:
@@ -102,9 +109,11 @@ class Watcher:
         self,
         config: Callable[[], Config],
         reload: Callable[[], Awaitable[Any]],
+        config_path: Path | None = None,
     ) -> None:
         self._config = config  # the running configuration: what to watch, and `reload.watch/interval`
         self._reload = reload
+        self._config_path = config_path
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -118,7 +127,7 @@ class Watcher:
         made as soon as the runtime is started or reloaded is not taken for the starting point.
         """
         if not self.running:
-            paths = watched_files(self._config())
+            paths = watched_files(self._config(), self._config_path)
             self._task = asyncio.get_running_loop().create_task(self._run(read_states(paths, {})))
 
     async def stop(self) -> None:
@@ -143,7 +152,7 @@ class Watcher:
                 logs.event("watching_stopped")
                 return
             await asyncio.sleep(self.period(settings))
-            paths = watched_files(self._config())
+            paths = watched_files(self._config(), self._config_path)
             current = await asyncio.to_thread(read_states, paths, states)
             changes = changed_files(states, current)
             states = current

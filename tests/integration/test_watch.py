@@ -128,3 +128,39 @@ async def test_watch_mode_turned_on_by_a_reload_and_off_again(pki: Pki, backend:
         sidecar.write(config)  # the watcher itself reloads this change, then stops
         await eventually(lambda: not sidecar.runtime.watcher.running, 10)  # type: ignore[union-attr]
         assert sidecar.runtime.snapshot.generation == 3
+
+
+async def test_a_configmap_swap_of_the_configuration_file_is_picked_up_even_if_the_old_version_stays(
+    pki: Pki, backend: EchoBackend, workdir: Path
+) -> None:
+    """The file given with -c is a symlink through `..data`; the old version's directory is kept."""
+    import yaml
+
+    from sidecar.runtime import Runtime
+    from sidecar.snapshot import load_snapshot
+
+    volume = workdir / "configmap"
+    volume.mkdir()
+    config = admin_config(pki, backend.port)
+    del config["admin"]
+    config["reload"] = WATCH
+    for version, sslauth in (("v1", "ACCEPT /CN=PARIS\n"), ("v2", "REVOKE /CN=PARIS\n")):
+        (volume / version).mkdir()
+        (volume / version / "sslauth.txt").write_text(sslauth)
+        config["listeners"][0]["sslauth"] = str(volume / version / "sslauth.txt")
+        (volume / version / "sidecar.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (volume / "..data").symlink_to("v1")
+    (volume / "sidecar.yaml").symlink_to("..data/sidecar.yaml")
+    runtime = Runtime(volume / "sidecar.yaml", load_snapshot(volume / "sidecar.yaml"))
+    await runtime.start()
+    try:
+        port = int(runtime.bound["PESITSSL"].rsplit(":", 1)[1])
+        context = pki.client_context(pki.client)
+        assert await tls_exchange(port, context, b"v1") == b"v1"
+        staged = volume / "..data_tmp"
+        staged.symlink_to("v2")
+        os.rename(staged, volume / "..data")
+        await eventually(lambda: runtime.snapshot.generation == 2, 10)
+        assert await tls_exchange(port, context, b"v2") is None
+    finally:
+        await runtime.stop(drain_timeout=1)
