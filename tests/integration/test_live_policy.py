@@ -21,8 +21,8 @@ from sidecar.testing.echo import EchoBackend
 from sidecar.testing.pki import issue, make_crl
 
 from ..conftest import LogCapture
-from ..support.env import Pki, tls_exchange
-from .test_admin import AdminSidecar, admin_config, eventually, get_json, running
+from ..support.env import Pki, Sidecar, tls_exchange
+from .test_admin import admin_config, eventually, get_json, running
 
 LONDON_DN = "/C=GB/O=ACME/OU=London/CN=LONDON"
 
@@ -125,7 +125,7 @@ REVOCATIONS: list[Callable[[Path, dict[str, Any], Pki], str | None]] = [
 ]  # fmt: skip
 
 
-async def _post_reload(session: aiohttp.ClientSession, sidecar: AdminSidecar) -> tuple[int, Any]:
+async def _post_reload(session: aiohttp.ClientSession, sidecar: Sidecar) -> tuple[int, Any]:
     async with session.post(sidecar.url("/reload")) as response:
         return response.status, await response.json()
 
@@ -272,30 +272,28 @@ async def test_a_session_identified_after_the_reload_is_judged_by_it_before_rela
     """
     from sidecar import pesit
 
-    from ..support.env import Sidecar
     from ..support.pesit_backend import PesitBackend
     from .test_pesit_identification import _config
 
     backend = PesitBackend()
-    port = await backend.start()
-    config = _config(pki, port)
+    config = _config(pki, await backend.start())
     config["partners"].append({"id": "LYON"})
-    sidecar = Sidecar(workdir, config)
-    runtime = await sidecar.start()
     try:
-        session = await Session.open(sidecar.port(), pki.client_context(pki.client, stem="pesit-late"))
-        try:
-            await eventually(lambda: any(conn.facts for conn in runtime.connections.values()))
-            config["partners"] = [{"id": "LYON"}]
-            sidecar.write(config)
-            assert (await runtime.reload())[1] == []
-            session.writer.write(pesit.frame(pesit.encode_connect("PARIS", "SERVER"), True))
-            await session.wait_closed_by_proxy(timeout=5)
-        finally:
-            await session.close()
-        await eventually(lambda: not runtime.connections)
+        async with Sidecar(workdir, config) as sidecar:
+            runtime = sidecar.runtime
+            assert runtime is not None
+            session = await Session.open(sidecar.port(), pki.client_context(pki.client, stem="pesit-late"))
+            try:
+                await eventually(lambda: any(conn.facts for conn in runtime.connections.values()))
+                config["partners"] = [{"id": "LYON"}]
+                sidecar.write(config)
+                assert (await runtime.reload())[1] == []
+                session.writer.write(pesit.frame(pesit.encode_connect("PARIS", "SERVER"), True))
+                await session.wait_closed_by_proxy(timeout=5)
+            finally:
+                await session.close()
+            await eventually(lambda: not runtime.connections)
     finally:
-        await sidecar.stop()
         await backend.stop()
     [line] = captured_logs.of("close")
     assert (line["reason"], line["partner"]) == ("revoked_live", "PARIS")
@@ -305,37 +303,36 @@ async def test_a_session_identified_after_the_reload_is_judged_by_it_before_rela
 async def test_an_outbound_session_is_closed_when_its_client_profile_no_longer_accepts_the_server(
     pki: Pki, workdir: Path, captured_logs: LogCapture
 ) -> None:
-    from ..support.env import Sidecar
     from .test_outbound import TlsPartner, outbound_config
 
     server = issue(pki.root, "/C=FR/O=ACME/OU=Transfer/CN=paris.example", server=True, client=False)
     partner = TlsPartner(pki, server)
     config = outbound_config(pki, await partner.start())
-    sidecar = Sidecar(workdir, config)
-    runtime = await sidecar.start()
-    local = int(runtime.bound_outbound["TOPARIS"].rsplit(":", 1)[1])
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", local)
-        try:
-            writer.write(b"out")
-            assert await reader.readexactly(3) == b"out"
-            config["listeners"] = [{"id": "UNRELATED"}]  # a reload that leaves the client profile alone
-            sidecar.write(config)
-            assert (await runtime.reload())[1] == []
-            writer.write(b"still")
-            assert await reader.readexactly(5) == b"still"
-            config["profiles"][1]["dnuser"] = ["OU=Lyon"]
-            sidecar.write(config)
-            assert (await runtime.reload())[1] == []
-            async with asyncio.timeout(5):
-                assert await reader.read() == b""
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-        await eventually(lambda: not runtime.connections)
+        async with Sidecar(workdir, config) as sidecar:
+            runtime = sidecar.runtime
+            assert runtime is not None
+            local = int(runtime.bound_outbound["TOPARIS"].rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            try:
+                writer.write(b"out")
+                assert await reader.readexactly(3) == b"out"
+                config["listeners"] = [{"id": "UNRELATED"}]  # a reload that leaves the client profile alone
+                sidecar.write(config)
+                assert (await runtime.reload())[1] == []
+                writer.write(b"still")
+                assert await reader.readexactly(5) == b"still"
+                config["profiles"][1]["dnuser"] = ["OU=Lyon"]
+                sidecar.write(config)
+                assert (await runtime.reload())[1] == []
+                async with asyncio.timeout(5):
+                    assert await reader.read() == b""
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+            await eventually(lambda: not runtime.connections)
     finally:
-        await sidecar.stop()
         await partner.stop()
     [line] = captured_logs.of("close")
     assert (line["reason"], line["rule"], line["outbound"]) == ("revoked_live", "profiles[1].dnuser", "TOPARIS")
