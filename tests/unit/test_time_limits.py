@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 
 import pytest
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.policy.checks import ProfilePolicy
 from sidecar.policy.classes import ClassPolicy
@@ -112,3 +114,21 @@ def test_a_naive_now_is_the_servers_local_time() -> None:
     naive = NOW.replace(tzinfo=None)
     limit = time_limit(_policy("ACCEPT /CN=PARIS /EDATE=20261207 /ETIME=1500\n"), _tls(NOT_AFTER_LATER), naive)
     assert limit is not None and limit.at == datetime(2026, 12, 7, 15, 1).astimezone()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    end=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 12, 31)),
+    with_time=st.booleans(),
+    offset=st.timedeltas(min_value=timedelta(days=-2), max_value=timedelta(days=2)),
+)
+def test_the_window_end_is_the_first_instant_the_window_check_refuses(
+    end: datetime, with_time: bool, offset: timedelta
+) -> None:
+    statement = Statement(
+        action="ACCEPT", end_date=end.date(), end_time=time(end.hour, end.minute) if with_time else None
+    )
+    now = end + offset
+    window_end = statement.window_end(now)
+    assert window_end is not None
+    assert (statement.window_failure(now) is None) == (now < window_end)
