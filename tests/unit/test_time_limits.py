@@ -120,15 +120,18 @@ def test_a_naive_now_is_the_servers_local_time() -> None:
 @given(
     end=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 12, 31)),
     with_time=st.booleans(),
-    offset=st.timedeltas(min_value=timedelta(days=-2), max_value=timedelta(days=2)),
+    near=st.timedeltas(min_value=timedelta(minutes=-3), max_value=timedelta(minutes=3)),
+    far=st.timedeltas(min_value=timedelta(days=-2), max_value=timedelta(days=2)),
+    close_to_the_end=st.booleans(),
 )
 def test_the_window_end_is_the_first_instant_the_window_check_refuses(
-    end: datetime, with_time: bool, offset: timedelta
+    end: datetime, with_time: bool, near: timedelta, far: timedelta, close_to_the_end: bool
 ) -> None:
-    statement = Statement(
-        action="ACCEPT", end_date=end.date(), end_time=time(end.hour, end.minute) if with_time else None
-    )
-    now = end + offset
+    end_time = time(end.hour, end.minute) if with_time else None
+    statement = Statement(action="ACCEPT", end_date=end.date(), end_time=end_time)
+    # Around the last minute the SPEC allows (/ETIME, or 23:59 of /EDATE), or anywhere within two days.
+    last_minute = datetime.combine(end.date(), end_time or time(23, 59))
+    now = last_minute + (near if close_to_the_end else far)
     window_end = statement.window_end(now)
     assert window_end is not None
     assert (statement.window_failure(now) is None) == (now < window_end)
