@@ -258,6 +258,7 @@ def _refused(
         user_class=user_class,
         messages=messages,
         pesit_diagnostic=diagnostic,
+        time_limit=None,
     )
 
 

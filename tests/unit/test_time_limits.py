@@ -108,6 +108,10 @@ def test_a_refused_verdict_has_no_time_limit() -> None:
     policy = _policy("ACCEPT /CN=PARIS /EDATE=20261207 /ETIME=1400\n")
     verdict = judge(policy, SessionFacts(_tls(PARIS), "127.0.0.1"), NOW)
     assert not verdict.decision.allowed and verdict.time_limit is None
+    # Refused by the partner steps after the listener steps accepted: no time limit either.
+    by_partner = replace(_policy("ACCEPT /CN=PARIS /EDATE=20261207 /ETIME=1500\n"), identify="certificate")
+    verdict = judge(by_partner, SessionFacts(_tls(PARIS), "127.0.0.1"), NOW)
+    assert verdict.decision.reason == "unknown_partner" and verdict.time_limit is None
 
 
 def test_a_naive_now_is_the_servers_local_time() -> None:
