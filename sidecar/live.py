@@ -158,6 +158,7 @@ class LivePolicy:
         report = RecheckReport()
         began = slice_began = time.perf_counter()
         now = self.clock()
+        unchanged = _unchanged_listeners(old, new)
         for conn in list(self.host.connections.values()):
             if time.perf_counter() - slice_began >= SLICE_SECONDS:
                 report.longest_slice = max(report.longest_slice, time.perf_counter() - slice_began)
@@ -171,6 +172,8 @@ class LivePolicy:
             conn.generation = new.generation
             if conn.direction == "out" and not _client_checks_changed(old, new, conn.entry):
                 continue
+            if conn.direction == "in" and conn.entry in unchanged:
+                continue  # the same policy gives the same verdict; its time limit stays armed
             try:
                 judged = self._judge(conn, new, now)
             except Exception as exc:  # a bug judging one session must not stop the others, nor the reload
@@ -253,6 +256,22 @@ class LivePolicy:
 def _abort_if_open(leg: Leg) -> None:
     if leg.transport is not None and not leg.closed.done():
         leg.abort()
+
+
+def _unchanged_listeners(old: Snapshot, new: Snapshot) -> frozenset[str]:
+    """Listeners whose sessions the reload cannot judge differently: the same policy, still rechecked.
+
+    The verdict is a pure function of the policy and the session's facts, so a reload that leaves
+    a listener's policy equal (a new server certificate, another listener's change, timeouts)
+    needs no re-judgement of its sessions. Compared once per listener, not per session.
+    """
+    same: set[str] = set()
+    for listener_id, after in new.listeners.items():
+        before = old.listeners.get(listener_id)
+        rechecked = before is not None and before.listener.live_recheck and after.listener.live_recheck
+        if rechecked and before is not None and before.policy == after.policy:
+            same.add(listener_id)
+    return frozenset(same)
 
 
 def _client_checks_changed(old: Snapshot, new: Snapshot, entry: str) -> bool:

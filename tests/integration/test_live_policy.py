@@ -338,3 +338,29 @@ async def test_an_outbound_session_is_closed_when_its_client_profile_no_longer_a
     assert (line["reason"], line["rule"], line["outbound"]) == ("revoked_live", "profiles[1].dnuser", "TOPARIS")
     assert runtime.stats.outbound_entry("TOPARIS").rejected == {"revoked_live": 1}
     assert [r["live_rechecked"] for r in captured_logs.of("reloaded")] == [0, 1]
+
+
+async def test_a_reload_that_leaves_the_policy_alone_judges_nobody_again(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    """A renewed server certificate (cert-manager, watch mode) changes no verdict: no session is judged."""
+    config = admin_config(pki, backend.port)
+    async with running(workdir, config) as (sidecar, http):
+        assert sidecar.runtime is not None
+        session = await Session.open(sidecar.port(), pki.client_context(pki.client))
+        try:
+            assert await session.echo(b"one") == b"one"
+            [conn] = sidecar.runtime.connections.values()
+            timer = conn.time_limit_timer
+            assert timer is not None  # the client certificate's notAfter
+            renewed = issue(pki.root, "/C=FR/O=ACME/CN=localhost", server=True, client=False)
+            cert_path, key_path = renewed.write(workdir, "server-renewed")
+            config["pki"]["SRVCERT"] = {"cert": str(cert_path), "key": str(key_path)}
+            sidecar.write(config)
+            assert await _post_reload(http, sidecar) == (200, {"generation": 2})
+            assert conn.time_limit_timer is timer
+            assert await session.echo(b"two") == b"two"
+        finally:
+            await session.close()
+    reloaded = captured_logs.of("reloaded")[-1]
+    assert (reloaded["live_rechecked"], reloaded["live_revoked"]) == (0, 0)
