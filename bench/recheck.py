@@ -5,8 +5,9 @@
 One process, loopback only: an echo backend, a Runtime (the proxy, as `sidecar run` builds it)
 on the same uvloop loop, and N mutual-TLS client connections spread over a few partners
 (identified by certificate, an SSLAUTH file of 1,000 statements, a CRL). Each connection has
-relayed a few bytes. Then two reloads: one that refuses nobody (the pure cost of judging every
-session again), one whose SSLAUTH file revokes one partner in ten. Reported per reload:
+relayed a few bytes. Then two reloads: one whose SSLAUTH file gains a statement that concerns
+nobody (every session is judged again, none refused: the pure cost of judging), one whose SSLAUTH
+file revokes one partner in ten. Reported per reload:
 
 * `recheck_ms`   — from the first re-judgement to the last (the slices included);
 * `slice_max_ms` — the longest run of re-judgements without yielding to the loop;
@@ -71,8 +72,8 @@ class Ticker:
         return self.worst
 
 
-def _rules(partners: list[str], revoked: set[str]) -> str:
-    lines = [f"REVOKE /CN={name}" for name in sorted(revoked)]
+def _rules(partners: list[str], revoked: set[str], extra: str = "") -> str:
+    lines = [f"REVOKE /CN={name}" for name in sorted(revoked)] + ([extra] if extra else [])
     lines += [f"ACCEPT /CN=FILLER{i:04d} /O=Elsewhere" for i in range(1000 - len(partners))]  # a realistic size
     lines += [f"ACCEPT /CN={name} /O=ACME /USER={name.lower()}" for name in partners]
     return "\n".join(lines) + "\n"
@@ -155,6 +156,8 @@ async def run(count: int, partner_count: int, directory: Path) -> dict[str, Any]
         open_s = time.perf_counter() - opened
         assert len(runtime.connections) == count
         ticker = Ticker()
+        # A policy change that refuses nobody: a reload with the same files would judge nobody.
+        (directory / "sslauth.txt").write_text(_rules(partners, set(), "REVOKE /CN=NOBODY /O=Elsewhere"))
         unchanged = await _reload(runtime, ticker)
         revoked_partners = set(partners[::10])
         (directory / "sslauth.txt").write_text(_rules(partners, revoked_partners))
