@@ -164,3 +164,34 @@ async def test_a_configmap_swap_of_the_configuration_file_is_picked_up_even_if_t
         assert await tls_exchange(port, context, b"v2") is None
     finally:
         await runtime.stop(drain_timeout=1)
+
+
+def test_sidecar_run_watches_reloads_and_stops_cleanly(pki: Pki, tmp_path: Path) -> None:
+    """The real process: watch mode starts with `run`, a changed file reloads it, SIGTERM ends it (exit 0)."""
+    import signal
+
+    import yaml
+
+    from .test_reload import Process, _peer_certificate_sync, _threaded_echo_backend
+
+    with _threaded_echo_backend() as backend_port:
+        config = admin_config(pki, backend_port)
+        pki.server.write(tmp_path, "server")
+        config["pki"]["SRVCERT"] = {"cert": "server.pem", "key": "server.key"}
+        config["reload"] = WATCH
+        config_path = tmp_path / "sidecar.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        process = Process(config_path)
+        try:
+            ready = process.wait_for("ready")
+            assert process.wait_for("watching")["files"] == 4  # sidecar.yaml, root.pem, server.pem, server.key
+            renewed = issue(pki.root, "/C=FR/O=ACME/CN=localhost", server=True, client=False)
+            renewed.write(tmp_path, "server")  # in place, as a cron job or an operator would
+            assert process.wait_for("reloaded")["generation"] == 2
+            context = pki.client_context(pki.client)
+            assert _peer_certificate_sync(ready["listeners"]["PESITSSL"], context) == _der(renewed)
+            process.popen.send_signal(signal.SIGTERM)
+            assert process.popen.wait(timeout=20) == 0
+            process.wait_for("stopped")
+        finally:
+            process.close()
