@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ from . import logs
 from .config import Config, Reload
 
 _READ_CHUNK = 1 << 20
+# Read at most this much of a file for its digest (what the loader accepts, and one byte more):
+# the size is in the stat signature, so a change beyond it is still seen.
+_DIGEST_LIMIT = 16 * 1024 * 1024 + 1
 
 
 def watched_files(config: Config, config_path: Path | None = None) -> tuple[Path, ...]:
@@ -83,11 +87,17 @@ def read_state(path: Path, previous: FileState | None) -> FileState:
     signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if previous is not None and previous.target == target and previous.stat == signature:
         return previous
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO would block the open, a device never end: such a file is never the configuration's
+        # (the reload it triggers says what it is); its stat signature stands for its content.
+        return FileState(target, signature, repr(signature).encode())
     digest = hashlib.blake2b(digest_size=16)
+    left = _DIGEST_LIMIT
     try:
         with open(path, "rb") as file:
-            while chunk := file.read(_READ_CHUNK):
+            while left > 0 and (chunk := file.read(min(_READ_CHUNK, left))):
                 digest.update(chunk)
+                left -= len(chunk)
     except OSError:
         return FileState(target, signature, None)
     return FileState(target, signature, digest.digest())

@@ -53,3 +53,13 @@ def test_unchanged_stat_reuses_the_digest(tmp_path: Path) -> None:
     path.write_bytes(b"x" * 10)
     states = read_states([path], {})
     assert read_states([path], states)[path] is states[path]
+
+
+def test_a_fifo_in_place_of_a_file_is_not_opened(tmp_path: Path) -> None:
+    path = tmp_path / "crl.pem"
+    path.write_text("crl")
+    states = read_states([path], {})
+    path.unlink()
+    os.mkfifo(path)  # opening it for reading would wait for a writer forever
+    after = read_states([path], states)
+    assert changed_files(states, after) == [path]
