@@ -4,9 +4,10 @@ not a touch, not a symlink swap to the same content."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
-from sidecar.watch import changed_files, read_states
+from sidecar.watch import FileState, changed_files, read_states
 
 
 def _swap(directory: Path, target: str) -> None:
@@ -61,5 +62,9 @@ def test_a_fifo_in_place_of_a_file_is_not_opened(tmp_path: Path) -> None:
     states = read_states([path], {})
     path.unlink()
     os.mkfifo(path)  # opening it for reading would wait for a writer forever
-    after = read_states([path], states)
-    assert changed_files(states, after) == [path]
+    result: list[dict[Path, FileState]] = []
+    reader = threading.Thread(target=lambda: result.append(read_states([path], states)), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert result, "reading the FIFO's state blocked"
+    assert changed_files(states, result[0]) == [path]
