@@ -45,6 +45,7 @@ def _range(low: int, high: int) -> dict[str, Any]:
 def _yaml_key(key: str) -> dict[str, Any]:
     return {"key": key}
 
+
 Direct = Literal["server", "client"]
 ServerVerify = Literal["none", "optional", "required"]
 ClientVerify = Literal["none", "optional", "required", "enforced"]
@@ -816,9 +817,7 @@ def _parse_admin(reader: _Reader, value: Any) -> Admin | None:
         return None
     admin = Admin(listen=listen, **values)
     if not admin.listen.is_loopback and admin.token_file is None:
-        reader.problem(
-            "admin.token_file", f"is required when admin.listen ({admin.listen}) is not a loopback address"
-        )
+        reader.problem("admin.token_file", f"is required when admin.listen ({admin.listen}) is not a loopback address")
     return admin
 
 

@@ -503,12 +503,7 @@ class _Parser:
         value = line[start.end() : value_end].strip()
         if not value:
             self.fail(number, f"empty value for /{key}")
-        if (
-            end is not None
-            and key in _VALUE_WITH_BLANKS
-            and end.group(0)[0] not in ",/"
-            and line[end.end() :].strip()
-        ):
+        if end is not None and key in _VALUE_WITH_BLANKS and end.group(0)[0] not in ",/" and line[end.end() :].strip():
             word = end.group(0)
             self.fail(
                 number,
