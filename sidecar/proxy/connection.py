@@ -206,6 +206,10 @@ class Connection:
             "bytes_up": self.transferred()[0],
             "bytes_down": self.transferred()[1],
             "age_s": round(time.monotonic() - self.started, 3),
+            # Live policy: in how many seconds a time limit (notAfter, an SSLAUTH window) closes it.
+            "closes_in_s": round(max(0.0, timer.when() - asyncio.get_running_loop().time()), 1)
+            if (timer := self.time_limit_timer) is not None
+            else None,
         }
 
     def abort(self) -> None:

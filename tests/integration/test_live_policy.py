@@ -185,10 +185,12 @@ async def test_a_certificate_expiring_during_a_session_closes_it_at_not_after(
     config = admin_config(pki, backend.port)
     not_after = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
     short = issue(pki.root, "/C=US/O=ACME/OU=Paris/CN=PARIS", not_after=not_after)
-    async with running(workdir, config) as (sidecar, _):
+    async with running(workdir, config) as (sidecar, http):
         session = await Session.open(sidecar.port(), pki.client_context(short, stem="short"))
         try:
             assert await session.echo(b"while valid") == b"while valid"
+            _, (live,) = await get_json(http, sidecar.url("/connections"))
+            assert 0 < live["closes_in_s"] <= 3  # /connections says when the time limit closes it
             await session.wait_closed_by_proxy(timeout=10)
         finally:
             await session.close()
