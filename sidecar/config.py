@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import os
 import re
 import types
 import typing
@@ -530,7 +531,10 @@ def read_config(path: str | Path) -> tuple[Config | None, list[Issue]]:
     A configuration returned with problems is the best that could be built (bad values replaced
     by defaults, unusable items left out): good enough to look for problems in what it names.
     """
-    source = Path(path).resolve()
+    # Absolute but not resolved: relative paths inside are relative to the folder the file was named in.
+    # Under a Kubernetes ConfigMap that is the mount (config.yaml -> ..data/config.yaml -> ..2026_…/), where
+    # the other keys and further mounts are, not the timestamped folder the link happens to point at now.
+    source = Path(os.path.abspath(path))
     try:
         with source.open("rb") as file:  # read, not stat-ed: /dev/zero has no size to ask
             data = file.read(MAX_BYTES + 1)

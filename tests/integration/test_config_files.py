@@ -296,3 +296,25 @@ def test_endless_files_are_refused_not_read_forever(pki: Pki, workdir: Path) -> 
     with pytest.raises(ConfigError) as caught:
         load_snapshot("/dev/zero")
     assert "the file is larger than 2,097,152 bytes; a configuration is at most 2,097,152" in str(caught.value)
+
+
+def test_relative_paths_are_relative_to_the_folder_the_configuration_is_named_in(pki: Pki, tmp_path: Path) -> None:
+    """A Kubernetes ConfigMap: mount/config.yaml -> ..data/config.yaml -> ..2026_01_01/config.yaml.
+
+    The files a relative path names are beside the name the process was given (the mount), not in
+    the timestamped folder the links point at today.
+    """
+    mount = tmp_path / "mount"
+    version = mount / "..2026_12_07_00_00_00.000000001"
+    version.mkdir(parents=True)
+    (mount / "..data").symlink_to(version.name)
+    (mount / "pki").mkdir()  # another volume mounted inside, not part of the ConfigMap
+    for file_name in ("root.pem", "server.pem", "server.key"):
+        (mount / "pki" / file_name).write_bytes((pki.directory / file_name).read_bytes())
+    config = base_config(pki, 9)
+    config["pki"] = {"ROOTCA": {"cert": "pki/root.pem"}, "SRVCERT": {"cert": "pki/server.pem", "key": "pki/server.key"}}
+    (version / "config.yaml").write_text(yaml.safe_dump(config))
+    (mount / "config.yaml").symlink_to("..data/config.yaml")
+    snapshot = load_snapshot(mount / "config.yaml")
+    assert snapshot.config.source == mount / "config.yaml"
+    assert snapshot.pki_certs["ROOTCA"]
