@@ -139,6 +139,8 @@ class Listener:
     missing_partner_profile: MissingPartnerProfile = "warn"
     backend_check: float = field(default=0.0, metadata=_ZERO_IS_OFF)  # seconds between TCP probes of the backend
     live_recheck: bool = True  # judge live sessions again after a reload and when a time limit passes
+    # CIDRs of load balancers that send a PROXY header first (SPEC 8.4); read apart: each must be a network
+    accept_proxy: tuple[str, ...] = ()
     index: int = field(default=0, metadata=_INTERNAL)
 
     @property
@@ -237,6 +239,8 @@ class Config:
     logging: Logging = field(default_factory=Logging)
     reload: Reload = field(default_factory=Reload)
     pki_warn_days: int = field(default=30, metadata=_range(0, 3650))  # lifetimes: warn this many days ahead
+    # Worker processes (SPEC 8.4): a number, or "auto" = the CPUs this process may use. Read apart.
+    workers: int | Literal["auto"] = 1
     # YAML path -> line where it is written; for messages only.
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False, metadata=_INTERNAL)
 
@@ -587,6 +591,7 @@ def read_config_text(text: str, source: Path) -> tuple[Config | None, list[Issue
         encryption=_parse_list(reader, top, "encryption", _parse_encryption),
         admin=_parse_admin(reader, top.get("admin")),
         **_read_fields(reader, Config, top, "", apart=_SECTIONS),  # limits, logging, pki_warn_days, …
+        workers=_parse_workers(reader, top.get("workers", 1)),
         lines=document.lines,
     )
     _check_references(reader, config)
@@ -606,7 +611,9 @@ def _serves_something(top: dict[str, Any]) -> bool:
 
 
 # Top-level keys read by a parser of their own; the other top-level keys are read by their type.
-_SECTIONS = ("pki", "profiles", "listeners", "partners", "outbound", "user_classes", "encryption", "admin")
+_SECTIONS = (
+    "pki", "profiles", "listeners", "partners", "outbound", "user_classes", "encryption", "admin", "workers",
+)  # fmt: skip
 
 
 def locate(issues: list[Issue], lines: Mapping[str, int]) -> list[Issue]:
@@ -736,12 +743,40 @@ def _parse_listener(reader: _Reader, item: Any, index: int) -> Listener | None:
     data = reader.mapping(item, path, keys_of(Listener))
     if data is None:
         return None
-    values = _read_fields(reader, Listener, data, path)
+    values = _read_fields(reader, Listener, data, path, apart=("accept_proxy",))
     if data.get("listen") is not None and "backend" not in data:
         reader.problem(f"{path}.backend", "is required for a listener with `listen`")
+    accept_proxy = _parse_networks(reader, data.get("accept_proxy"), f"{path}.accept_proxy")
     if "id" not in values:
         return None
-    return Listener(**values, index=index)
+    return Listener(**values, accept_proxy=accept_proxy, index=index)
+
+
+def _parse_networks(reader: _Reader, value: Any, path: str) -> tuple[str, ...]:
+    """A list of IP networks (CIDR) or single addresses, kept as written once each is known valid."""
+    if value is None:
+        return ()
+    networks: list[str] = []
+    for i, item in enumerate(reader.sequence(value, path)):
+        text = reader.string(item, f"{path}[{i}]")
+        if text is None:
+            continue
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            reader.problem(f"{path}[{i}]", f"{_shown(text)} is not an IP address or CIDR network")
+            continue
+        networks.append(text)
+    return tuple(networks)
+
+
+def _parse_workers(reader: _Reader, value: Any) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        reader.problem("workers", f"expected a number of processes or 'auto', got {_describe(value)}")
+        return 1
+    return reader.integer(value, "workers", 1, 256) or 1
 
 
 def _parse_partner(reader: _Reader, item: Any, index: int) -> Partner | None:

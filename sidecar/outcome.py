@@ -58,6 +58,9 @@ class CloseReason(StrEnum):
     # again after a reload, or when one of its time limits passed.
     REVOKED_LIVE = "revoked_live"
     EXPIRED_LIVE = "expired_live"
+    # PROXY protocol from load balancers (listeners[].accept_proxy).
+    PROXY_MISSING = "proxy_missing"  # from a trusted balancer's address, without a valid header in time
+    PROXY_UNTRUSTED = "proxy_untrusted"  # a PROXY header from an address that is not a trusted balancer
     # The destination (backend, or remote partner in client mode) failed us.
     BACKEND_UNREACHABLE = "backend_unreachable"
     BACKEND_TIMEOUT = "backend_timeout"

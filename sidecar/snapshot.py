@@ -12,6 +12,7 @@ accepted under.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,8 @@ class ListenerPlan:
     profile: CompiledProfile | None  # None only for a plaintext-only listener
     sslauth: RuleSet | None
     policy: SessionPolicy  # what its sessions are judged by (policy.verdict)
+    # accept_proxy, compiled: connections from these addresses start with a balancer's PROXY header
+    balancers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +190,10 @@ def build_snapshot(
             partners=book,
             classes=classes,
         )
-        listeners[listener.id] = ListenerPlan(listener=listener, profile=server_profile, sslauth=sslauth, policy=policy)
+        balancers = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in listener.accept_proxy)
+        listeners[listener.id] = ListenerPlan(
+            listener=listener, profile=server_profile, sslauth=sslauth, policy=policy, balancers=balancers
+        )
 
     if config.admin is not None and config.admin.token_file is not None:
         _read_token(config.admin.token_file, issues)

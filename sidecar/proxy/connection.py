@@ -64,6 +64,10 @@ class Connection:
     peer: str  # "host:port" of the client (inbound) or of the local legacy program (outbound)
     peer_host: str
     counters: Counters  # the listener's or the outbound entry's
+    # Behind a trusted load balancer (accept_proxy): `peer` is the client its PROXY header named, `via`
+    # the balancer's own "host:port", `origin` the header's (client, destination) for the backend's header.
+    via: str | None = None
+    origin: tuple[tuple[str, int], tuple[str, int]] | None = None
     started: float = field(default_factory=time.monotonic)
     facts: TlsFacts | None = None
     # A handshake refused over the peer's certificate: what is known of it, for the close line.
@@ -163,6 +167,7 @@ class Connection:
             listener=self.entry if inbound else None,
             outbound=None if inbound else self.entry,
             peer=self.peer,
+            via=self.via,
             remote=self.remote,
             partner=self.partner,
             user=self.user,
@@ -197,6 +202,7 @@ class Connection:
             "direction": self.direction,
             "listener": self.entry if self.direction == "in" else f"out:{self.entry}",
             "peer": self.peer,
+            "via": self.via,
             "partner": self.partner,
             "user": self.user,
             "subject": cert.subject if cert else None,
@@ -310,6 +316,10 @@ def _peer_text(leg: Leg) -> tuple[str, str]:
     assert leg.transport is not None
     address = leg.transport.get_extra_info("peername")
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = str(address[0]), address[1]
-        return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), host
+        host = str(address[0])
+        return address_text(host, address[1]), host
     return str(address), str(address)
+
+
+def address_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -10,6 +10,7 @@ the one close line) is `proxy.connection`'s.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Coroutine
@@ -28,8 +29,8 @@ from ..stats import Counters, Stats
 from ..tls.engine import TlsEndpoint, TlsError
 from ..tls.peer import TlsFacts
 from . import proxyproto
-from .connection import Acceptor, Connection, relay_outcome
-from .relay import TLS_RECORD_HANDSHAKE, Leg, Relay
+from .connection import Acceptor, Connection, address_text, relay_outcome
+from .relay import PROXY_UNTRUSTED_KIND, TLS_RECORD_HANDSHAKE, Leg, Relay
 
 
 @dataclass(slots=True)
@@ -61,20 +62,31 @@ class InboundListener(Acceptor[ListenerPlan]):
         return stats.listener(self.entry_id)
 
     def begin(self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot) -> Coroutine[Any, Any, Outcome]:
+        # accept_proxy: empty by default, and then this costs one truth test per connection.
+        behind_balancer = bool(plan.balancers) and _from_balancer(conn.peer_host, plan.balancers)
         if plan.profile is not None:
             conn.parm = plan.profile.profile.parm
-            if plan.listener.plaintext == "refuse":
+            if plan.listener.plaintext == "refuse" and not behind_balancer:
                 assert plan.profile.context is not None
                 leg.start_tls(TlsEndpoint(plan.profile.context, server_side=True))
-        return self._run(conn, leg, plan, snapshot)
+        return self._run(conn, leg, plan, snapshot, behind_balancer)
 
-    async def _run(self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot) -> Outcome:
+    async def _run(
+        self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, behind_balancer: bool = False
+    ) -> Outcome:
         limits = snapshot.config.limits
         session = Session()
+        reading_header = behind_balancer
         identifying = False
         try:
-            # One deadline for everything before the backend is dialled: TLS, then identification.
+            # One deadline for everything before the backend is dialled: the balancer's PROXY header,
+            # TLS, then identification.
             async with asyncio.timeout(limits.handshake_timeout):
+                if behind_balancer:
+                    refused = await self._read_balancer_header(conn, leg, plan, snapshot)
+                    if refused is not None:
+                        return refused
+                    reading_header = False
                 facts = await self._establish(leg, plan)
                 if facts is not None:
                     conn.counters.handshake_seconds.observe(time.monotonic() - conn.started)
@@ -83,6 +95,8 @@ class InboundListener(Acceptor[ListenerPlan]):
                 verdict = await self._judge(conn, leg, plan, facts, session)
         except TimeoutError:
             leg.abort()
+            if reading_header:
+                return Outcome("reject", CloseReason.PROXY_MISSING, "no PROXY header in time")
             if identifying:
                 return Outcome("reject", CloseReason.IDENTIFICATION_TIMEOUT, "no identification in time")
             return Outcome.handshake_failed("timeout", "no handshake in time")
@@ -91,6 +105,10 @@ class InboundListener(Acceptor[ListenerPlan]):
             if exc.kind == "reset" and leg.received_nothing:
                 conn.log_level = logs.LEVELS[snapshot.config.logging.empty_connections]
                 return Outcome("closed", CloseReason.EMPTY, "connected and closed without sending a byte")
+            if exc.kind == PROXY_UNTRUSTED_KIND:
+                return Outcome(
+                    "reject", CloseReason.PROXY_UNTRUSTED, "a PROXY header from an address not in accept_proxy"
+                )
             return conn.handshake_failed(exc)
         if isinstance(verdict, Outcome):
             return verdict
@@ -110,6 +128,42 @@ class InboundListener(Acceptor[ListenerPlan]):
         del verdict
         return await self._forward(conn, leg, plan, header, session, snapshot)
 
+    async def _read_balancer_header(
+        self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot
+    ) -> Outcome | None:
+        """Read a trusted balancer's PROXY header; its client becomes this connection's peer.
+
+        Whatever follows the header is the client's first bytes: with `plaintext: refuse` TLS starts
+        on them at once (they are its ClientHello); otherwise they are held for the usual detection.
+        """
+        while True:
+            result = proxyproto.parse(leg.held)
+            if isinstance(result, proxyproto.ProxyHeader):
+                break
+            if isinstance(result, proxyproto.ProxyError):
+                leg.abort()
+                return Outcome("reject", CloseReason.PROXY_MISSING, result.message)
+            if leg.got_eof or leg.closed.done():
+                leg.abort()
+                if leg.received_nothing:  # the balancer's own TCP health check, or a port scan
+                    conn.log_level = logs.LEVELS[snapshot.config.logging.empty_connections]
+                    return Outcome("closed", CloseReason.EMPTY, "connected and closed without sending a byte")
+                return Outcome("reject", CloseReason.PROXY_MISSING, "closed before a complete PROXY header")
+            await leg.wait_for_data(len(leg.held) + 1)
+        del leg.held[: result.consumed]
+        leg.bytes_in -= result.consumed  # read before TLS, as plaintext: the balancer's, not the client's
+        if result.source is not None and result.destination is not None:
+            # LOCAL (the balancer's own health check), UNSPEC and UNKNOWN keep the real endpoints.
+            conn.via = conn.peer
+            conn.peer, conn.peer_host = address_text(*result.source), result.source[0]
+            conn.origin = (result.source, result.destination)
+        if plan.profile is not None and plan.listener.plaintext == "refuse":
+            assert plan.profile.context is not None
+            client_hello = leg.take_held()
+            leg.bytes_in -= len(client_hello)  # ciphertext, not payload
+            leg.start_tls(TlsEndpoint(plan.profile.context, server_side=True), initial=client_hello)
+        return None
+
     async def _establish(self, leg: Leg, plan: ListenerPlan) -> TlsFacts | None:
         """The TLS handshake, or None for a plaintext session (`plaintext: allow`, first byte not 0x16)."""
         if plan.profile is None:
@@ -119,6 +173,7 @@ class InboundListener(Acceptor[ListenerPlan]):
             if not leg.held:
                 raise TlsError("connection closed before any byte", "reset")
             if leg.held[0] != TLS_RECORD_HANDSHAKE:
+                await _refuse_proxy_signature(leg)
                 return None
             assert plan.profile.context is not None
             leg.start_tls(TlsEndpoint(plan.profile.context, server_side=True), initial=leg.take_held())
@@ -237,12 +292,37 @@ async def _replay_logon(client: Leg, backend: Leg, session: Session) -> Outcome 
             return Outcome("error", CloseReason.BACKEND_PROTOCOL, "backend closed during LOGON")
 
 
+def _from_balancer(host: str, balancers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
+    return any(address in network for network in balancers)
+
+
+async def _refuse_proxy_signature(leg: Leg) -> None:
+    """On a plaintext session, raise (as the TLS leg does) when the first bytes are a PROXY signature.
+
+    Waits only while what arrived is a strict beginning of a signature (a rare first byte: P or CR).
+    """
+    while proxyproto.looks_like_proxy(leg.held):
+        wanted = len(proxyproto.V1_PREFIX) if leg.held[0] == proxyproto.V1_PREFIX[0] else len(proxyproto.V2_SIGNATURE)
+        if len(leg.held) >= wanted or leg.got_eof or leg.closed.done():
+            raise TlsError("a PROXY protocol header", PROXY_UNTRUSTED_KIND)
+        await leg.wait_for_data(len(leg.held) + 1)
+
+
 def _proxy_header(version: str, leg: Leg, conn: Connection, verdict: Verdict) -> bytes:
     if version == "none":
         return b""
     assert leg.transport is not None
-    source = leg.transport.get_extra_info("peername")
-    destination = leg.transport.get_extra_info("sockname")
+    if conn.origin is not None:  # behind a trusted balancer: the client it named, and where it connected
+        source, destination = conn.origin
+    else:
+        source = leg.transport.get_extra_info("peername")
+        destination = leg.transport.get_extra_info("sockname")
     if version == "v1":
         return proxyproto.encode_v1(source[:2], destination[:2])
     return proxyproto.encode_v2(

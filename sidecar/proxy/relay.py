@@ -31,11 +31,13 @@ from typing import cast
 
 from ..tls.engine import READ_CHUNK, TlsEndpoint, TlsError
 from ..tls.peer import TlsFacts
+from .proxyproto import looks_like_proxy
 
 _read_buffer = bytearray(READ_CHUNK)
 _read_view = memoryview(_read_buffer)
 HOLD_LIMIT = 64 * 1024  # plaintext held before relaying; beyond it the leg stops reading
 TLS_RECORD_HANDSHAKE = 0x16
+PROXY_UNTRUSTED_KIND = "proxy_untrusted"  # TlsError kind: the first bytes were a PROXY header, not TLS
 
 
 class Leg(asyncio.BufferedProtocol):
@@ -88,7 +90,10 @@ class Leg(asyncio.BufferedProtocol):
         if not self._first_bytes_seen:
             self._first_bytes_seen = True
             if data[0] != TLS_RECORD_HANDSHAKE and not self.tls.handshake_done:
-                self._fail_handshake(TlsError("not a TLS handshake (plaintext on a TLS port)", "plaintext"))
+                if self.tls.server_side and looks_like_proxy(data):  # not from a trusted balancer (accept_proxy)
+                    self._fail_handshake(TlsError("a PROXY protocol header", PROXY_UNTRUSTED_KIND))
+                else:
+                    self._fail_handshake(TlsError("not a TLS handshake (plaintext on a TLS port)", "plaintext"))
                 return
         handshake_finished = False
         try:

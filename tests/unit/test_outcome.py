@@ -27,6 +27,8 @@ def test_every_policy_reason_is_a_close_reason_with_the_same_word() -> None:
         (Outcome.handshake_failed("timeout", "no handshake in time"), "handshake_failures", "timeout"),
         (Outcome.refused(Decision.deny(Reason.SSLAUTH, "REVOKE", "sslauth.txt:2")), "rejected", "sslauth"),
         (Outcome("reject", CloseReason.IDENTIFICATION_TIMEOUT), "rejected", "identification_timeout"),
+        (Outcome("reject", CloseReason.PROXY_MISSING, "no PROXY header in time"), "rejected", "proxy_missing"),
+        (Outcome("reject", CloseReason.PROXY_UNTRUSTED), "rejected", "proxy_untrusted"),
         (Outcome("error", CloseReason.BACKEND_UNREACHABLE), "errors", "backend_unreachable"),
         (Outcome("reject", CloseReason.BACKEND_LOGON_REFUSED), "errors", "backend_logon_refused"),
         (Outcome("closed", CloseReason.SHUTDOWN), "errors", "shutdown"),
