@@ -83,7 +83,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["_worker"]:  # a worker process started by `run` with workers > 1: not for people
+        from .supervisor import worker_main
+
+        return worker_main(arguments[1:])
+    args = _parser().parse_args(arguments)
     if args.command == "check":
         return _check(args.config)
     if args.command == "run":
@@ -191,6 +196,13 @@ def _run(config_path: Path) -> int:
 
     import uvloop
 
+    from .workers import resolve_workers
+
+    workers = resolve_workers(snapshot.config.workers)
+    if workers > 1:
+        from . import supervisor
+
+        return uvloop.run(supervisor.serve(config_path.resolve(), snapshot, workers))
     return uvloop.run(_serve(config_path, snapshot))
 
 

@@ -13,6 +13,8 @@ from .errors import Issue
 
 LOGGER = logging.getLogger("sidecar")
 DN_LOG_LIMIT = 1024  # characters of a DN in a log line; a certificate can carry far longer names
+# Fields every line of this process carries: `worker` in a worker process (workers > 1), else none.
+_process_fields: dict[str, Any] = {}
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -49,11 +51,16 @@ def configure(log_format: str = "json", level: str = "info", stream: Any = None)
     LOGGER.propagate = False
 
 
+def set_process_fields(**fields: Any) -> None:
+    _process_fields.clear()
+    _process_fields.update(fields)
+
+
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event; fields whose value is None are left out."""
     if not LOGGER.isEnabledFor(level):
         return
-    record_fields = {"event": name}
+    record_fields = {"event": name, **_process_fields}
     record_fields.update({key: value for key, value in fields.items() if value is not None})
     LOGGER.log(level, name, extra={"fields": record_fields})
 

@@ -62,6 +62,8 @@ class Runtime:
     """Satisfies `proxy.connection.ConnectionHost`: listeners see only `snapshot`, `stats`,
     `draining` and `spawn`."""
 
+    ready_event = "ready"  # a worker process (workers > 1) says `worker_ready`: the supervisor says `ready`
+
     def __init__(self, config_path: str | Path, snapshot: Snapshot) -> None:
         self.config_path = Path(config_path)
         self.snapshot = snapshot
@@ -104,7 +106,7 @@ class Runtime:
         if self.snapshot.config.reload.watch:
             self.watcher.start()
         logs.event(
-            "ready",
+            self.ready_event,
             listeners=self.bound,
             outbound=self.bound_outbound,
             admin=self.admin_address,
@@ -156,7 +158,7 @@ class Runtime:
             try:
                 # Off the event loop: reading keys, CRLs and rule files and building TLS contexts
                 # would otherwise stall every relay for as long as it takes.
-                snapshot = await asyncio.to_thread(load_snapshot, self.config_path, generation)
+                snapshot = await asyncio.to_thread(self._load, generation)
             except ConfigError as exc:
                 logs.config_warnings(exc.warnings)
                 return self._refuse(list(exc.issues))
@@ -189,6 +191,10 @@ class Runtime:
                        live_rechecked=recheck.rechecked, live_revoked=recheck.revoked)  # fmt: skip
             logs.config_warnings(snapshot.warnings)
             return generation, []
+
+    def _load(self, generation: int) -> Snapshot:
+        """The new configuration of a reload (a worker process takes the one its supervisor prepared)."""
+        return load_snapshot(self.config_path, generation)
 
     def _refuse(self, issues: list[Issue]) -> tuple[int, list[Issue]]:
         self.stats.reloads["refused"] += 1

@@ -1,0 +1,251 @@
+"""`workers: 2`: a supervisor and two worker processes on shared sockets, as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import socketserver
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ..support.env import Pki, base_config
+
+SIDECAR = [sys.executable, "-m", "sidecar"]
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+class Fleet:
+    """`sidecar run` with workers: 2; its log lines read from a file (a pipe could fill up and block it)."""
+
+    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+        self.path = directory / "sidecar.yaml"
+        self.log = directory / "sidecar.log"
+        self.write(config)
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen([*SIDECAR, "run", "-c", str(self.path)], stderr=log)
+        self.ready = self.wait_for(lambda e: e.get("event") == "ready")
+        self.port = int(self.ready["listeners"]["PESITSSL"].rsplit(":", 1)[1])
+        self.admin = f"http://{self.ready['admin']}"
+
+    def write(self, config: dict[str, Any]) -> None:
+        self.path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+    def wait_for(self, match: Any, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if match(event):
+                    return event
+            if self.process.poll() is not None:
+                raise AssertionError(f"sidecar exited {self.process.returncode}:\n{self.log.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no such line:\n{self.log.read_text()}")
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.admin + path, timeout=10) as response:
+            body = response.read().decode()
+        return json.loads(body) if path != "/metrics" else body
+
+    def post(self, path: str) -> tuple[int, Any]:
+        request = urllib.request.Request(self.admin + path, data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, json.loads(exc.read())
+
+    def worker_pids(self) -> list[int]:
+        """The supervisor's live children (zombies excluded), from /proc."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == self.process.pid and fields[0] != "Z":
+                pids.append(int(entry.name))
+        return sorted(pids)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=40)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def fleet_config(pki: Pki, echo_port: int) -> dict[str, Any]:
+    config = base_config(pki, echo_port)
+    config["workers"] = 2
+    config["admin"] = {"listen": "127.0.0.1:0"}
+    config["limits"]["drain_timeout"] = 10
+    config["logging"] = {"format": "json", "level": "info"}
+    return config
+
+
+def _exchange(port: int, context: ssl.SSLContext, payload: bytes = b"ping") -> bytes:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(payload)
+        return tls.recv(len(payload))
+
+
+def test_connections_spread_over_both_workers_and_the_admin_sums_them(
+    pki: Pki, fleet_config: dict[str, Any], tmp_path: Path
+) -> None:
+    fleet = Fleet(tmp_path, fleet_config)
+    context = pki.client_context(pki.client)
+    held: list[ssl.SSLSocket] = []
+    try:
+        assert fleet.ready["workers"] == 2
+        assert len(fleet.worker_pids()) == 2
+        for _ in range(40):  # held open, so that /connections lists them all
+            tls = context.wrap_socket(socket.create_connection(("127.0.0.1", fleet.port), timeout=10),
+                                      server_hostname="localhost")  # fmt: skip
+            tls.sendall(b"x")
+            assert tls.recv(1) == b"x"
+            held.append(tls)
+        listed = fleet.get("/connections")
+        assert len(listed) == 40
+        by_worker = {index: sum(1 for conn in listed if conn["worker"] == index) for index in (0, 1)}
+        assert by_worker[0] > 0 and by_worker[1] > 0, by_worker
+        stats = fleet.get("/stats")
+        assert stats["listeners"]["PESITSSL"]["accepted"] == 40
+        assert stats["listeners"]["PESITSSL"]["active"] == 40
+        assert stats["workers"]["configured"] == 2 and stats["workers"]["serving"] == 2
+        metrics = fleet.get("/metrics")
+        assert 'sidecar_connections_accepted_total{listener="PESITSSL"} 40.0' in metrics
+        assert 'sidecar_workers{state="serving"} 2.0' in metrics
+        assert "sidecar_config_generation 1.0" in metrics
+    finally:
+        for tls in held:
+            tls.close()
+        assert fleet.stop() == 0
+    closes = [event for event in fleet.events() if event.get("event") == "close"]
+    assert len(closes) == 40 and {event["worker"] for event in closes} == {0, 1}
+
+
+def test_a_killed_worker_is_replaced_while_the_other_serves(
+    pki: Pki, fleet_config: dict[str, Any], tmp_path: Path
+) -> None:
+    fleet = Fleet(tmp_path, fleet_config)
+    context = pki.client_context(pki.client)
+    try:
+        victim = fleet.worker_pids()[0]
+        served = 0
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        # Every connection from the kill on is served: by the other worker, then by both again.
+        while time.monotonic() - killed_at < 4:
+            assert _exchange(fleet.port, context) == b"ping"
+            served += 1
+        fleet.wait_for(lambda e: e.get("event") == "worker_started", timeout=10)
+        replaced = fleet.worker_pids()
+        assert len(replaced) == 2 and victim not in replaced
+        assert served > 10
+        exited = fleet.wait_for(lambda e: e.get("event") == "worker_exited")
+        assert exited["exit_status"] == -signal.SIGKILL
+        assert fleet.get("/stats")["workers"]["restarts"] == 1
+    finally:
+        assert fleet.stop() == 0
+
+
+def test_reload_reaches_every_worker_or_none(pki: Pki, fleet_config: dict[str, Any], tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, fleet_config)
+    context = pki.client_context(pki.client)
+    try:
+        (tmp_path / "rules.txt").write_text("REVOKE /CN=PARIS\n")
+        fleet_config["listeners"][0]["sslauth"] = "rules.txt"
+        fleet.write(fleet_config)
+        assert fleet.post("/reload") == (200, {"generation": 2})
+        reloaded = {e["worker"] for e in fleet.events() if e.get("event") == "reloaded" and "worker" in e}
+        assert reloaded == {0, 1}
+        refused = 0
+        for _ in range(20):
+            try:
+                refused += _exchange(fleet.port, context) == b""
+            except (ssl.SSLError, ConnectionError):
+                refused += 1
+        assert refused == 20  # whichever worker took it
+        # A bad configuration reaches no worker.
+        (tmp_path / "rules.txt").write_text("ACCEPT /cn=lowercase\n")
+        status, body = fleet.post("/reload")
+        assert status == 422 and any("rules.txt:1" in error for error in body["errors"])
+        # A new listening socket needs a restart with workers > 1: refused with a clear reason.
+        (tmp_path / "rules.txt").write_text("REVOKE /CN=PARIS\n")
+        fleet_config["listeners"].append({**fleet_config["listeners"][0], "id": "MORE"})
+        fleet.write(fleet_config)
+        status, body = fleet.post("/reload")
+        assert status == 422
+        assert body["errors"] == ["listeners: with workers > 1 a reload cannot add, move or remove listening "
+                                  "sockets (added listener MORE): restart sidecar to apply"]  # fmt: skip
+        stats = fleet.get("/stats")
+        assert stats["generation"] == 2 and stats["reloads"] == {"ok": 1, "refused": 2}
+    finally:
+        assert fleet.stop() == 0
+
+
+def test_sigterm_drains_every_worker(pki: Pki, fleet_config: dict[str, Any], tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, fleet_config)
+    context = pki.client_context(pki.client)
+    held = []
+    for _ in range(6):
+        tls = context.wrap_socket(socket.create_connection(("127.0.0.1", fleet.port), timeout=10),
+                                  server_hostname="localhost")  # fmt: skip
+        tls.sendall(b"a")
+        assert tls.recv(1) == b"a"
+        held.append(tls)
+    fleet.process.send_signal(signal.SIGTERM)
+    fleet.wait_for(lambda e: e.get("event") == "draining" and "worker" not in e)
+    time.sleep(0.5)
+    for tls in held:  # live sessions go on during the drain
+        tls.sendall(b"b")
+        assert tls.recv(1) == b"b"
+        tls.close()
+    assert fleet.process.wait(timeout=30) == 0
+    stopped = {e.get("worker") for e in fleet.events() if e.get("event") == "stopped"}
+    assert stopped == {0, 1, None}
+    closes = [e for e in fleet.events() if e.get("event") == "close"]
+    assert len(closes) == 6 and all(e["reason"] == "eof" for e in closes)
