@@ -30,8 +30,11 @@ Reload is two-phase, so it applies to every worker or to none: the supervisor lo
 the new configuration; every worker then builds it (`POST /prepare`: files read, TLS contexts
 built, nothing swapped); only when all succeeded are they told to swap (`POST /reload`, which takes
 the prepared snapshot); otherwise every worker discards what it prepared and the reload is refused
-with each worker's errors. A reload that adds, moves or removes a listening socket is refused when
-workers > 1 (restart to change sockets): the sockets belong to the supervisor.
+with each worker's errors. Listening sockets belong to the supervisor: a reload that adds or moves
+one has the supervisor bind it first (a failure refuses the reload, nothing changed), hand it to
+every worker over a second private Unix socket (SCM_RIGHTS), and only then prepare and swap; the
+old socket of a moved or removed entry is closed once every worker has switched. A worker started
+later inherits the current set.
 
 A worker that exits while the supervisor is not draining is replaced after a back-off (0.5 s,
 doubling up to 30 s; back to 0.5 s once a worker has run for 30 s). SIGTERM/SIGINT: the supervisor
@@ -68,7 +71,7 @@ from .admin import PROBE_ROUTES, _bearer, _json_errors, make_admin_app, read_tok
 from .config import Address
 from .errors import ConfigError, Issue
 from .notify import Notifier
-from .runtime import Plan, Runtime, ServerKey, _servers_wanted
+from .runtime import Plan, Runtime, ServerKey, _config_path, _servers_wanted
 from .snapshot import ListenerPlan, Snapshot, load_snapshot
 from .workers import list_connections, merge_metrics, merge_stats
 
@@ -83,6 +86,7 @@ CHANNEL_TIMEOUT = 10.0
 class Worker:
     index: int
     channel: Path  # its admin application on a Unix socket
+    handover: Path  # where it receives listening sockets that a reload adds or moves
     process: asyncio.subprocess.Process | None = None
     started: float = 0.0
     ready: bool = False
@@ -108,6 +112,10 @@ class Supervisor:
     _folder: tempfile.TemporaryDirectory[str] | None = None
     _watchers: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def addresses(self, kind: str) -> dict[str, str]:
+        """Entry id -> bound address, for listeners or outbound entries."""
+        return {key: address for (entry_kind, key), address in self.bound.items() if entry_kind == kind}
+
     # ---- start ---------------------------------------------------------------------------------
     def bind(self) -> None:
         """Bind every listening socket once (raises OSError after closing what was bound)."""
@@ -125,7 +133,10 @@ class Supervisor:
         """Start every worker and wait until each is ready; EXIT_OK, or the exit status to end with."""
         self._folder = tempfile.TemporaryDirectory(prefix="sidecar-workers-")
         os.chmod(self._folder.name, 0o700)
-        self.workers = [Worker(i, Path(self._folder.name) / f"worker-{i}.sock") for i in range(self.count)]
+        folder = Path(self._folder.name)
+        self.workers = [
+            Worker(i, folder / f"worker-{i}.sock", folder / f"worker-{i}.sockets") for i in range(self.count)
+        ]
         async with self._lock:
             results = await asyncio.gather(*(self._spawn(worker) for worker in self.workers))
         failed = [code for code in results if code is not None]
@@ -138,8 +149,8 @@ class Supervisor:
         self.ready = True
         logs.event(
             "ready",
-            listeners={key: address for (kind, key), address in self.bound.items() if kind == "listener"},
-            outbound={key: address for (kind, key), address in self.bound.items() if kind == "outbound"},
+            listeners=self.addresses("listener"),
+            outbound=self.addresses("outbound"),
             admin=self.admin_address,
             generation=self.snapshot.generation,
             workers=self.count,
@@ -149,8 +160,9 @@ class Supervisor:
     async def _spawn(self, worker: Worker) -> int | None:
         """Start one worker and wait for it to be ready: None, or the exit status it died with."""
         fds = {f"{kind}:{key}": sock.fileno() for (kind, key), sock in self.sockets.items()}
-        with contextlib.suppress(FileNotFoundError):
-            worker.channel.unlink()
+        for path in (worker.channel, worker.handover):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # systemd hears the supervisor only
         worker.ready = False
         worker.process = await asyncio.create_subprocess_exec(
@@ -159,6 +171,7 @@ class Supervisor:
             "--index", str(worker.index),
             "--generation", str(self.snapshot.generation),
             "--channel", str(worker.channel),
+            "--handover", str(worker.handover),
             "--sockets", json.dumps(fds),
             stdin=asyncio.subprocess.PIPE, pass_fds=tuple(fds.values()), env=env,
         )  # fmt: skip
@@ -243,24 +256,30 @@ class Supervisor:
                 snapshot = await asyncio.to_thread(load_snapshot, self.config_path, generation)
             except ConfigError as exc:
                 return self._refuse(list(exc.issues))
-            changed = _socket_changes(self.snapshot, snapshot)
-            if changed:
-                message = (f"with workers > 1 a reload cannot add, move or remove listening sockets ({changed}):"
-                           " restart sidecar to apply")  # fmt: skip
-                return self._refuse([Issue("listeners", message)])
-            workers = [worker for worker in self.workers if worker.ready]
-            prepared = await self._ask_all("POST", "/prepare", {"generation": generation})
-            issues = [Issue(f"worker {w.index}", str(error)) for w, status, body in prepared if status != 200
-                      for error in (body.get("errors", [body]) if isinstance(body, dict) else [body])]  # fmt: skip
-            missing = {w.index for w in workers} - {w.index for w, _, _ in prepared}
-            issues += [Issue(f"worker {index}", "did not answer") for index in sorted(missing)]
+            fresh, issues = self._bind_changes(snapshot)
             if issues:
-                await self._ask_all("POST", "/discard")
+                return self._refuse(issues)
+            workers = [worker for worker in self.workers if worker.ready]
+            if fresh:
+                issues = await self._hand_over(workers, fresh)
+            if not issues:
+                prepared = await self._ask_all("POST", "/prepare", {"generation": generation})
+                issues = [Issue(f"worker {w.index}", str(error)) for w, status, body in prepared if status != 200
+                          for error in (body.get("errors", [body]) if isinstance(body, dict) else [body])]  # fmt: skip
+                missing = {w.index for w in workers} - {w.index for w, _, _ in prepared}
+                issues += [Issue(f"worker {index}", "did not answer") for index in sorted(missing)]
+            if issues:
+                await self._ask_all("POST", "/discard")  # also closes the sockets handed over
+                for sock in fresh.values():
+                    sock.close()
                 return self._refuse(issues)
             committed = await self._ask_all("POST", "/reload")
             failed = [Issue(f"worker {w.index}", str(body)) for w, status, body in committed if status != 200]
             if failed:  # only when a worker began draining in between: it is leaving anyway
+                for sock in fresh.values():
+                    sock.close()
                 return self._refuse(failed)
+            self._swap_sockets(snapshot, fresh)
             at_start_only = [
                 name
                 for name, before, after in (
@@ -274,8 +293,53 @@ class Supervisor:
             if at_start_only:
                 logs.event("admin_unchanged", logging.WARNING, sections=at_start_only,
                            msg="read at start only: restart to apply the change")  # fmt: skip
-            logs.event("reloaded", generation=generation, workers=len(committed))
+            logs.event("reloaded", generation=generation, workers=len(committed), listeners=self.addresses("listener"),
+                       outbound=self.addresses("outbound"))  # fmt: skip
             return generation, []
+
+    def _bind_changes(self, snapshot: Snapshot) -> tuple[dict[ServerKey, socket.socket], list[Issue]]:
+        """Bind the sockets a new configuration adds or moves; on a failure close them and say why.
+
+        As with one process, a moved entry whose new address conflicts with its old one cannot be
+        bound while the old one listens: the reload is refused rather than leaving a gap.
+        """
+        before = {key: address for key, (address, _) in _servers_wanted(self.snapshot).items()}
+        fresh: dict[ServerKey, socket.socket] = {}
+        for key, (address, plan) in _servers_wanted(snapshot).items():
+            if before.get(key) == address:
+                continue
+            try:
+                fresh[key] = _listen(address)
+            except OSError as exc:
+                for sock in fresh.values():
+                    sock.close()
+                return {}, [Issue(f"{_config_path(plan)}.listen", f"cannot bind {address}: {exc.strerror or exc}")]
+        return fresh, []
+
+    async def _hand_over(self, workers: list[Worker], fresh: dict[ServerKey, socket.socket]) -> list[Issue]:
+        """Pass the new sockets to every worker (SCM_RIGHTS over its hand-over socket)."""
+        keys = [f"{kind}:{key}" for kind, key in fresh]
+        fds = [sock.fileno() for sock in fresh.values()]
+
+        async def one(worker: Worker) -> Issue | None:
+            try:
+                await asyncio.to_thread(_send_sockets, worker.handover, keys, fds)
+            except OSError as exc:
+                return Issue(f"worker {worker.index}", f"cannot hand over the new sockets: {exc.strerror or exc}")
+            return None
+
+        return [issue for issue in await asyncio.gather(*(one(w) for w in workers)) if issue is not None]
+
+    def _swap_sockets(self, snapshot: Snapshot, fresh: dict[ServerKey, socket.socket]) -> None:
+        """After every worker switched: ours for replacements, the old ones of moved and removed entries closed."""
+        wanted = _servers_wanted(snapshot)
+        for key in [key for key in self.sockets if key not in wanted or key in fresh]:
+            self.sockets.pop(key).close()
+            self.bound.pop(key, None)
+        for key, sock in fresh.items():
+            self.sockets[key] = sock
+            host, port = sock.getsockname()[:2]
+            self.bound[key] = str(Address(str(host), int(port)))
 
     def _refuse(self, issues: list[Issue]) -> tuple[int, list[Issue]]:
         self.reloads["refused"] += 1
@@ -331,15 +395,14 @@ def _listen(address: Address) -> socket.socket:
     return sock
 
 
-def _socket_changes(old: Snapshot, new: Snapshot) -> str:
-    """What a reload would change in the listening sockets, as text ("" when nothing)."""
-    before = {key: address for key, (address, _) in _servers_wanted(old).items()}
-    after = {key: address for key, (address, _) in _servers_wanted(new).items()}
-    changes = [f"added {kind} {key}" for (kind, key) in after if (kind, key) not in before]
-    changes += [f"removed {kind} {key}" for (kind, key) in before if (kind, key) not in after]
-    changes += [f"moved {kind} {key}" for (kind, key) in after if (kind, key) in before and
-                before[(kind, key)] != after[(kind, key)]]  # fmt: skip
-    return ", ".join(changes)
+def _send_sockets(path: Path, keys: list[str], fds: list[int]) -> None:
+    """Blocking (run in a thread): send the descriptors with their keys, wait for the worker's "ok"."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+        channel.settimeout(CHANNEL_TIMEOUT)
+        channel.connect(str(path))
+        socket.send_fds(channel, [json.dumps(keys).encode()], fds)
+        if channel.recv(16) != b"ok":
+            raise OSError("the worker did not take them")
 
 
 # ---- the supervisor's admin endpoint ----------------------------------------------------------------
@@ -530,6 +593,25 @@ class WorkerRuntime(Runtime):
         host, port = sock.getsockname()[:2]
         return BoundServer(address, str(Address(str(host), int(port))), entry, server)
 
+    def take_socket(self, key: str, fd: int) -> None:
+        previous = self.inherited.pop(key, None)
+        if previous is not None:
+            os.close(previous)
+        self.inherited[key] = fd
+
+    def close_unused_sockets(self) -> None:
+        """Sockets handed over for a reload that did not happen, or that it did not use."""
+        for fd in self.inherited.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.inherited.clear()
+
+    async def _reload_now(self) -> tuple[int, list[Issue]]:
+        try:
+            return await super()._reload_now()
+        finally:
+            self.close_unused_sockets()
+
     def _load(self, generation: int) -> Snapshot:
         prepared, self.prepared = self.prepared, None
         if prepared is None or prepared.generation != generation:
@@ -552,6 +634,7 @@ async def _prepare(request: web.Request) -> web.Response:
 
 async def _discard(request: web.Request) -> web.Response:
     request.app[RUNTIME].prepared = None
+    request.app[RUNTIME].close_unused_sockets()
     return web.json_response({})
 
 
@@ -563,6 +646,7 @@ def worker_main(argv: list[str]) -> int:
     parser.add_argument("--index", required=True, type=int)
     parser.add_argument("--generation", required=True, type=int)
     parser.add_argument("--channel", required=True, type=Path)
+    parser.add_argument("--handover", required=True, type=Path)
     parser.add_argument("--sockets", required=True)
     args = parser.parse_args(argv)
     logs.configure()
@@ -576,10 +660,40 @@ def worker_main(argv: list[str]) -> int:
     logs.configure(snapshot.config.logging.format, snapshot.config.logging.level)
     import uvloop
 
-    return uvloop.run(_worker(args.config, snapshot, json.loads(args.sockets), args.channel))
+    return uvloop.run(_worker(args.config, snapshot, json.loads(args.sockets), args.channel, args.handover))
 
 
-async def _worker(config_path: Path, snapshot: Snapshot, inherited: dict[str, int], channel: Path) -> int:
+async def _receive_sockets(runtime: WorkerRuntime, path: Path) -> None:
+    """Take the listening sockets a reload adds or moves, handed over by the supervisor (SCM_RIGHTS)."""
+    loop = asyncio.get_running_loop()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        listener.listen(4)
+        listener.setblocking(False)
+        while True:
+            channel, _ = await loop.sock_accept(listener)
+            with channel:
+                channel.settimeout(CHANNEL_TIMEOUT)
+                try:
+                    message, fds, _, _ = await asyncio.to_thread(socket.recv_fds, channel, 65536, 256)
+                    keys = json.loads(message)
+                except (OSError, ValueError) as exc:
+                    logs.event("handover_failed", logging.ERROR, error=str(exc))
+                    continue
+                for key, fd in zip(keys, fds, strict=False):
+                    runtime.take_socket(str(key), fd)
+                for fd in fds[len(keys) :]:
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    await loop.sock_sendall(channel, b"ok")
+    finally:
+        listener.close()
+
+
+async def _worker(
+    config_path: Path, snapshot: Snapshot, inherited: dict[str, int], channel: Path, handover: Path
+) -> int:
     runtime = WorkerRuntime(config_path, snapshot, inherited)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
@@ -595,6 +709,7 @@ async def _worker(config_path: Path, snapshot: Snapshot, inherited: dict[str, in
             stop_requested.set()
 
     loop.add_reader(0, supervisor_gone)
+    receiving = loop.create_task(_receive_sockets(runtime, handover))
     app = make_admin_app(runtime)
     app[RUNTIME] = runtime
     app.router.add_post("/prepare", _prepare)
@@ -613,4 +728,7 @@ async def _worker(config_path: Path, snapshot: Snapshot, inherited: dict[str, in
         return EXIT_OK
     finally:
         loop.remove_reader(0)
+        receiving.cancel()
+        await asyncio.wait([receiving], timeout=1)
+        runtime.close_unused_sockets()
         await runner.cleanup()
