@@ -131,8 +131,12 @@ class Supervisor:
 
     async def start(self) -> int:
         """Start every worker and wait until each is ready; EXIT_OK, or the exit status to end with."""
-        self._folder = tempfile.TemporaryDirectory(prefix="sidecar-workers-")
-        os.chmod(self._folder.name, 0o700)
+        self._folder = _private_folder()
+        if self._folder is None:
+            logs.event("start_failed", logging.ERROR, component="workers",
+                       error="no writable folder for the workers' private sockets: set TMPDIR to one"
+                             " (a read-only root file system needs a tmpfs or emptyDir there)")  # fmt: skip
+            return EXIT_RUNTIME
         folder = Path(self._folder.name)
         self.workers = [
             Worker(i, folder / f"worker-{i}.sock", folder / f"worker-{i}.sockets") for i in range(self.count)
@@ -376,6 +380,27 @@ class Supervisor:
         if self._folder is not None:
             self._folder.cleanup()
         logs.event("stopped")
+
+
+def _private_folder() -> tempfile.TemporaryDirectory[str] | None:
+    """A folder only this user can enter (0700), for the workers' Unix sockets.
+
+    $TMPDIR (else the system's), then /tmp, then /dev/shm, which stays writable in containers with a
+    read-only root; a folder whose path is too long for a Unix socket address is passed over.
+    """
+    for parent in (None, "/tmp", "/dev/shm"):
+        try:
+            folder = tempfile.TemporaryDirectory(prefix="sidecar-workers-", dir=parent)
+        except OSError:
+            continue
+        if len(os.fsencode(folder.name)) <= _FOLDER_LENGTH_MAX:
+            return folder
+        folder.cleanup()
+    return None
+
+
+# A Unix socket address holds 107 bytes of path (Linux); the longest name inside is "worker-255.sockets".
+_FOLDER_LENGTH_MAX = 107 - len("/worker-255.sockets")
 
 
 def _listen(address: Address) -> socket.socket:

@@ -46,12 +46,12 @@ def echo_port() -> Iterator[int]:
 class Fleet:
     """`sidecar run` with workers: 2; its log lines read from a file (a pipe could fill up and block it)."""
 
-    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
         self.path = directory / "sidecar.yaml"
         self.log = directory / "sidecar.log"
         self.write(config)
         with self.log.open("w") as log:
-            self.process = subprocess.Popen([*SIDECAR, "run", "-c", str(self.path)], stderr=log)
+            self.process = subprocess.Popen([*SIDECAR, "run", "-c", str(self.path)], stderr=log, env=env)
         self.ready = self.wait_for(lambda e: e.get("event") == "ready")
         self.port = int(self.ready["listeners"]["PESITSSL"].rsplit(":", 1)[1])
         self.admin = f"http://{self.ready['admin']}"
@@ -290,3 +290,28 @@ def test_a_reload_adds_moves_and_removes_listening_sockets(
         assert _exchange(fleet.port, context) == b"ping"
     finally:
         assert fleet.stop() == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_leave_when_the_supervisor_is_killed(pki: Pki, fleet_config: dict[str, Any], tmp_path: Path) -> None:
+    # A TMPDIR too long for Unix socket addresses: the workers' private sockets go elsewhere.
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    fleet = Fleet(tmp_path, fleet_config, env={**os.environ, "TMPDIR": str(deep)})
+    workers = fleet.worker_pids()
+    assert len(workers) == 2
+    fleet.process.kill()
+    fleet.process.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+    gone = [e for e in fleet.events() if e.get("event") == "supervisor_gone"]
+    assert {e["worker"] for e in gone} == {0, 1}
