@@ -64,12 +64,10 @@ def config_for(pki: Pki, backend: EchoBackend, accept_proxy: list[str], **listen
 async def test_the_header_names_the_peer_everywhere(
     header: bytes, pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
-    sidecar = Sidecar(workdir, config_for(pki, backend, ["127.0.0.0/8"], proxy_protocol="v1"))
-    runtime = await sidecar.start()
-    try:
+    async with Sidecar(workdir, config_for(pki, backend, ["127.0.0.0/8"], proxy_protocol="v1")) as sidecar:
+        runtime = sidecar.runtime
+        assert runtime is not None
         answer = await exchange(sidecar.port(), header, pki.client_context(pki.client))
-    finally:
-        await sidecar.stop()
     # The backend's own PROXY header carries the client and the frontend the balancer reported.
     assert answer == b"PROXY TCP4 192.0.2.10 203.0.113.5 40000 1762\r\nhello"[: len(answer or b"")]
     assert bytes(backend.connections[0]) == b"PROXY TCP4 192.0.2.10 203.0.113.5 40000 1762\r\nhello"
@@ -80,9 +78,9 @@ async def test_the_header_names_the_peer_everywhere(
 
 
 async def test_connections_list_the_client_of_the_header(pki: Pki, backend: EchoBackend, workdir: Path) -> None:
-    sidecar = Sidecar(workdir, config_for(pki, backend, ["127.0.0.1"]))
-    runtime = await sidecar.start()
-    try:
+    async with Sidecar(workdir, config_for(pki, backend, ["127.0.0.1"])) as sidecar:
+        runtime = sidecar.runtime
+        assert runtime is not None
         reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
         writer.write(encode_v2(("2001:db8::7", 5000), ("2001:db8::1", 1762), None, identity=None))
         await writer.start_tls(pki.client_context(pki.client), server_hostname="localhost")
@@ -94,8 +92,6 @@ async def test_connections_list_the_client_of_the_header(pki: Pki, backend: Echo
         writer.close()
         with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
             await writer.wait_closed()
-    finally:
-        await sidecar.stop()
 
 
 @pytest.mark.parametrize(
@@ -106,12 +102,8 @@ async def test_host_verify_uses_the_proxy_source(
 ) -> None:
     config = config_for(pki, backend, ["127.0.0.0/8"], identify="certificate")
     config["partners"] = [{"id": "PARIS", "nrpart": "PARIS", "host": ["192.0.2.10"], "host_verify": 10}]
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         answer = await exchange(sidecar.port(), v2_header(source), pki.client_context(pki.client))
-    finally:
-        await sidecar.stop()
     assert (answer == b"hello") is accepted
     assert captured_logs.of("close")[0]["reason"] == ("eof" if accepted else "host")
 
@@ -131,12 +123,10 @@ async def test_a_header_from_an_untrusted_address_is_refused(
     workdir: Path,
     captured_logs: LogCapture,
 ) -> None:
-    sidecar = Sidecar(workdir, config_for(pki, backend, accept_proxy, plaintext=plaintext))
-    runtime = await sidecar.start()
-    try:
+    async with Sidecar(workdir, config_for(pki, backend, accept_proxy, plaintext=plaintext)) as sidecar:
+        runtime = sidecar.runtime
+        assert runtime is not None
         answer = await exchange(sidecar.port(), header, None)
-    finally:
-        await sidecar.stop()
     assert answer is None
     assert backend.connections == []
     assert captured_logs.of("close")[0]["reason"] == "proxy_untrusted"
@@ -158,9 +148,7 @@ async def test_a_header_from_an_untrusted_address_is_refused(
 async def test_a_trusted_address_without_a_valid_header_is_refused(
     header: bytes, detail: str, pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
-    sidecar = Sidecar(workdir, config_for(pki, backend, ["127.0.0.1/32"]))
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config_for(pki, backend, ["127.0.0.1/32"])) as sidecar:
         reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
         writer.write(header)
         writer.write_eof()
@@ -168,8 +156,6 @@ async def test_a_trusted_address_without_a_valid_header_is_refused(
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
-    finally:
-        await sidecar.stop()
     close = captured_logs.of("close")[0]
     assert (close["reason"], close["detail"]) == ("proxy_missing", detail)
     assert backend.connections == []
@@ -180,17 +166,13 @@ async def test_no_header_in_time_is_refused(
 ) -> None:
     config = config_for(pki, backend, ["127.0.0.1"])
     config["limits"]["handshake_timeout"] = 0.3
-    sidecar = Sidecar(workdir, config)
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config) as sidecar:
         reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
         writer.write(b"PROXY TCP4 ")  # and then nothing
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
-    finally:
-        await sidecar.stop()
     close = captured_logs.of("close")[0]
     assert (close["reason"], close["detail"]) == ("proxy_missing", "no PROXY header in time")
 
@@ -199,12 +181,8 @@ async def test_v2_local_keeps_the_balancer_as_peer(
     pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
     local = V2_SIGNATURE + b"\x20\x00" + struct.pack("!H", 0)  # the balancer's own health check
-    sidecar = Sidecar(workdir, config_for(pki, backend, ["127.0.0.1"]))
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config_for(pki, backend, ["127.0.0.1"])) as sidecar:
         answer = await exchange(sidecar.port(), local, pki.client_context(pki.client))
-    finally:
-        await sidecar.stop()
     assert answer == b"hello"
     close = captured_logs.of("close")[0]
     assert str(close["peer"]).startswith("127.0.0.1:") and close.get("via") is None
@@ -213,11 +191,7 @@ async def test_v2_local_keeps_the_balancer_as_peer(
 async def test_plaintext_session_after_the_header(
     pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
-    sidecar = Sidecar(workdir, config_for(pki, backend, ["127.0.0.1"], plaintext="allow"))
-    await sidecar.start()
-    try:
+    async with Sidecar(workdir, config_for(pki, backend, ["127.0.0.1"], plaintext="allow")) as sidecar:
         answer = await exchange(sidecar.port(), v1_header() + b"plain ", None, b"words")
-    finally:
-        await sidecar.stop()
     assert answer is not None and answer.startswith(b"plain")
     assert captured_logs.of("close")[0]["peer"] == "192.0.2.10:40000"
