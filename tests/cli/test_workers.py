@@ -52,7 +52,11 @@ class Fleet:
         self.write(config)
         with self.log.open("w") as log:
             self.process = subprocess.Popen([*SIDECAR, "run", "-c", str(self.path)], stderr=log, env=env)
-        self.ready = self.wait_for(lambda e: e.get("event") == "ready")
+        try:
+            self.ready = self.wait_for(lambda e: e.get("event") == "ready")
+        except AssertionError:
+            self.stop()  # its workers follow it (they see their supervisor go)
+            raise
         self.port = int(self.ready["listeners"]["PESITSSL"].rsplit(":", 1)[1])
         self.admin = f"http://{self.ready['admin']}"
 
