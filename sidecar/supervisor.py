@@ -63,8 +63,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
 
 from . import logs
 from .admin import PROBE_ROUTES, _bearer, _json_errors, make_admin_app, read_token
@@ -432,6 +433,7 @@ def _send_sockets(path: Path, keys: list[str], fds: list[int]) -> None:
 
 # ---- the supervisor's admin endpoint ----------------------------------------------------------------
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
+OWN_PROCESS: web.AppKey[CollectorRegistry] = web.AppKey("own_process")
 
 
 class _Collected:
@@ -450,6 +452,8 @@ def make_supervisor_app(supervisor: Supervisor, *, token: str | None, health_wit
         middlewares.append(_bearer(token, PROBE_ROUTES if health_without_token else frozenset()))
     app = web.Application(middlewares=middlewares)
     app[SUPERVISOR] = supervisor
+    app[OWN_PROCESS] = CollectorRegistry()
+    ProcessCollector(namespace="sidecar", registry=app[OWN_PROCESS])
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/stats", _stats)
@@ -482,6 +486,15 @@ async def _stats(request: web.Request) -> web.Response:
             "configured": supervisor.count,
             "serving": len(answers),
             "restarts": sum(worker.restarts for worker in supervisor.workers),
+            "processes": [
+                {
+                    "worker": worker.index,
+                    "pid": worker.process.pid if worker.process is not None else None,
+                    "serving": worker.ready,
+                    "restarts": worker.restarts,
+                }
+                for worker in supervisor.workers
+            ],
         },
     }
     return web.json_response(merge_stats(answers, own))
@@ -490,7 +503,9 @@ async def _stats(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     supervisor = request.app[SUPERVISOR]
     texts = [body for _, status, body in await supervisor._ask_all("GET", "/metrics") if status == 200]
-    families = [family for family in merge_metrics(texts) if family.name != "sidecar_reloads"]
+    # The supervisor's own CPU, memory and descriptors join the workers' in the sidecar_process_* sums.
+    families = merge_metrics([*texts, generate_latest(request.app[OWN_PROCESS]).decode()])
+    families = [family for family in families if family.name != "sidecar_reloads"]
     reloads = CounterMetricFamily("sidecar_reloads", "Configuration reloads by result.", labels=["result"])
     for result in ("ok", "refused"):
         reloads.add_metric([result], supervisor.reloads[result])

@@ -159,10 +159,12 @@ def test_connections_spread_over_both_workers_and_the_admin_sums_them(
         assert stats["listeners"]["PESITSSL"]["accepted"] == 40
         assert stats["listeners"]["PESITSSL"]["active"] == 40
         assert stats["workers"]["configured"] == 2 and stats["workers"]["serving"] == 2
+        assert sorted(p["pid"] for p in stats["workers"]["processes"]) == fleet.worker_pids()
         metrics = fleet.get("/metrics")
         assert 'sidecar_connections_accepted_total{listener="PESITSSL"} 40.0' in metrics
         assert 'sidecar_workers{state="serving"} 2.0' in metrics
         assert "sidecar_config_generation 1.0" in metrics
+        assert "sidecar_process_resident_memory_bytes" in metrics  # supervisor and workers, summed
     finally:
         for tls in held:
             tls.close()
