@@ -321,3 +321,42 @@ def test_workers_leave_when_the_supervisor_is_killed(pki: Pki, fleet_config: dic
     assert not any(_alive(pid) for pid in workers)
     gone = [e for e in fleet.events() if e.get("event") == "supervisor_gone"]
     assert {e["worker"] for e in gone} == {0, 1}
+
+
+def test_auto_runs_one_worker_per_usable_cpu_with_outbound_entries_too(tmp_path: Path) -> None:
+    from sidecar.workers import usable_cpus
+
+    from .test_packaging import EXAMPLE, write_demo_pki
+
+    if usable_cpus() < 2:
+        pytest.skip("auto means one process here: nothing to supervise")
+    write_demo_pki(tmp_path / "demo-pki")
+    config = yaml.safe_load(EXAMPLE.read_text())
+    config["listeners"][0]["listen"] = "127.0.0.1:0"
+    for entry in config["outbound"]:
+        entry["listen"] = "127.0.0.1:0"
+    config["admin"]["listen"] = "127.0.0.1:0"
+    config["workers"] = "auto"
+    config["limits"]["drain_timeout"] = 5
+    fleet = Fleet(tmp_path, config)  # next to demo-pki/, which the example names relatively
+    try:
+        assert fleet.ready["workers"] == usable_cpus()
+        assert len(fleet.worker_pids()) == usable_cpus()
+        for address in fleet.ready["outbound"].values():  # outbound entries are shared sockets too
+            host, port = address.rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=5).close()
+    finally:
+        assert fleet.stop() == 0
+
+
+def test_a_taken_port_ends_the_supervisor_with_status_1(fleet_config: dict[str, Any], tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        fleet_config["listeners"][0]["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        path = tmp_path / "sidecar.yaml"
+        path.write_text(yaml.safe_dump(fleet_config))
+        result = subprocess.run([*SIDECAR, "run", "-c", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events if e["event"] in ("start_failed", "ready")] == ["start_failed"]
