@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -360,3 +361,36 @@ def test_a_taken_port_ends_the_supervisor_with_status_1(fleet_config: dict[str, 
     assert result.returncode == 1
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert [e["event"] for e in events if e["event"] in ("start_failed", "ready")] == ["start_failed"]
+
+
+def test_connections_waiting_in_the_accept_queue_survive_a_killed_worker(
+    pki: Pki, fleet_config: dict[str, Any], tmp_path: Path
+) -> None:
+    fleet = Fleet(tmp_path, fleet_config)
+    context = pki.client_context(pki.client)
+    victim, survivor = fleet.worker_pids()
+    results: list[bytes | Exception] = []
+
+    def client() -> None:
+        try:
+            results.append(_exchange(fleet.port, context))
+        except (OSError, ssl.SSLError) as exc:
+            results.append(exc)
+
+    try:
+        for pid in (victim, survivor):  # nobody accepts: the connections wait in the shared queue
+            os.kill(pid, signal.SIGSTOP)
+        clients = [threading.Thread(target=client) for _ in range(10)]
+        for thread in clients:
+            thread.start()
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        os.kill(survivor, signal.SIGCONT)
+        for thread in clients:
+            thread.join(30)
+        assert results == [b"ping"] * 10
+    finally:
+        for pid in (victim, survivor):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        assert fleet.stop() == 0
