@@ -202,6 +202,8 @@ class Supervisor:
             assert worker.process is not None
             code = await worker.process.wait()
             worker.ready = False
+            if worker.process.stdin is not None:
+                worker.process.stdin.close()  # the pipe whose end tells a worker its supervisor is gone
             if self.draining:
                 return
             ran = time.monotonic() - worker.started
