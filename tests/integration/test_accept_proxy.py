@@ -195,3 +195,21 @@ async def test_plaintext_session_after_the_header(
         answer = await exchange(sidecar.port(), v1_header() + b"plain ", None, b"words")
     assert answer is not None and answer.startswith(b"plain")
     assert captured_logs.of("close")[0]["peer"] == "192.0.2.10:40000"
+
+
+async def test_a_balancer_connection_without_a_byte_is_empty_not_proxy_missing(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    # A TCP health check of the balancer itself: connect, close. Counted as empty (SPEC 8.2).
+    async with Sidecar(workdir, config_for(pki, backend, ["127.0.0.1"])) as sidecar:
+        runtime = sidecar.runtime
+        assert runtime is not None
+        _, writer = await asyncio.open_connection("127.0.0.1", sidecar.port())
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(100):
+            if captured_logs.of("close"):
+                break
+            await asyncio.sleep(0.02)
+    assert captured_logs.of("close")[0]["reason"] == "empty"
+    assert runtime.stats.listener("PESITSSL").rejected == {}
