@@ -753,11 +753,12 @@ def _parse_listener(reader: _Reader, item: Any, index: int) -> Listener | None:
 
 
 def _parse_networks(reader: _Reader, value: Any, path: str) -> tuple[str, ...]:
-    """A list of IP networks (CIDR) or single addresses, kept as written once each is known valid."""
+    """A list of IP networks (CIDR) or single addresses (one alone may be written without the list),
+    kept as written once each is known valid."""
     if value is None:
         return ()
     networks: list[str] = []
-    for i, item in enumerate(reader.sequence(value, path)):
+    for i, item in enumerate(reader.sequence(_as_list(value), path)):
         text = reader.string(item, f"{path}[{i}]")
         if text is None:
             continue

@@ -30,6 +30,7 @@ def _config(top: dict[str, Any], listener: dict[str, Any]) -> str:
         ({"workers": 4}, {"accept_proxy": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]}, 4,
          ("10.0.0.0/8", "192.0.2.7", "2001:db8::/32")),
         ({"workers": "auto"}, {"accept_proxy": []}, "auto", ()),
+        ({}, {"accept_proxy": "10.0.0.0/8"}, 1, ("10.0.0.0/8",)),  # one network alone, as for other lists
     ],
 )  # fmt: skip
 def test_valid(top: dict[str, Any], listener: dict[str, Any], workers: object, accept_proxy: tuple[str, ...]) -> None:
@@ -41,13 +42,14 @@ def test_valid(top: dict[str, Any], listener: dict[str, Any], workers: object, a
 @pytest.mark.parametrize(
     ("top", "listener", "problems"),
     [
-        ({"workers": 0}, {}, ["workers: must be between 1 and 256, got 0"]),
-        ({"workers": "many"}, {}, ["workers: expected a number of processes or 'auto', got str 'many'"]),
-        ({"workers": True}, {}, ["workers: expected a number of processes or 'auto', got bool True"]),
+        ({"workers": 0}, {}, ["workers: must be between 1 and 256, got 0 (line 6)"]),
+        ({"workers": "many"}, {}, ["workers: expected a number of processes or 'auto', got text 'many' (line 6)"]),
+        ({"workers": True}, {}, ["workers: expected a number of processes or 'auto', got true/false True (line 6)"]),
         ({}, {"accept_proxy": ["10.0.0.0/33", "lb.example"]},
-         ["listeners[0].accept_proxy[0]: '10.0.0.0/33' is not an IP address or CIDR network",
-          "listeners[0].accept_proxy[1]: 'lb.example' is not an IP address or CIDR network"]),
-        ({}, {"accept_proxy": "10.0.0.0/8"}, ["listeners[0].accept_proxy: must be a list, got str '10.0.0.0/8'"]),
+         ["listeners[0].accept_proxy[0]: '10.0.0.0/33' is not an IP address or CIDR network (line 3)",
+          "listeners[0].accept_proxy[1]: 'lb.example' is not an IP address or CIDR network (line 4)"]),
+        ({}, {"accept_proxy": {"lb": "10.0.0.0/8"}},
+         ["listeners[0].accept_proxy: must be a list, got a mapping (line 2)"]),
     ],
 )  # fmt: skip
 def test_invalid(top: dict[str, Any], listener: dict[str, Any], problems: list[str]) -> None:
