@@ -34,7 +34,8 @@ with each worker's errors. Listening sockets belong to the supervisor: a reload 
 one has the supervisor bind it first (a failure refuses the reload, nothing changed), hand it to
 every worker over a second private Unix socket (SCM_RIGHTS), and only then prepare and swap; the
 old socket of a moved or removed entry is closed once every worker has switched. A worker started
-later inherits the current set.
+later inherits the current set. Watch mode (`reload: {watch: true}`) runs in the supervisor and
+calls this same reload; the workers do not watch.
 
 A worker that exits while the supervisor is not draining is replaced after a back-off (0.5 s,
 doubling up to 30 s; back to 0.5 s once a worker has run for 30 s). SIGTERM/SIGINT: the supervisor
@@ -74,6 +75,7 @@ from .errors import ConfigError, Issue
 from .notify import Notifier
 from .runtime import Plan, Runtime, ServerKey, _config_path, _servers_wanted
 from .snapshot import ListenerPlan, Snapshot, load_snapshot
+from .watch import Watcher
 from .workers import list_connections, merge_metrics, merge_stats
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
@@ -112,6 +114,8 @@ class Supervisor:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _folder: tempfile.TemporaryDirectory[str] | None = None
     _watchers: set[asyncio.Task[None]] = field(default_factory=set)
+    # Watch mode (`reload.watch`) runs here, not in the workers: a change reloads every worker or none.
+    watcher: Watcher | None = None
 
     def addresses(self, kind: str) -> dict[str, str]:
         """Entry id -> bound address, for listeners or outbound entries."""
@@ -152,6 +156,9 @@ class Supervisor:
             self._watchers.add(task)
             task.add_done_callback(self._watchers.discard)
         self.ready = True
+        self.watcher = Watcher(lambda: self.snapshot.config, self.reload, self.config_path)
+        if self.snapshot.config.reload.watch:
+            self.watcher.start()
         logs.event(
             "ready",
             listeners=self.addresses("listener"),
@@ -297,6 +304,8 @@ class Supervisor:
             ]
             self.snapshot = snapshot
             self.reloads["ok"] += 1
+            if snapshot.config.reload.watch and self.watcher is not None:
+                self.watcher.start()  # turned on by this reload (a running watcher reads the new settings)
             if at_start_only:
                 logs.event("admin_unchanged", logging.WARNING, sections=at_start_only,
                            msg="read at start only: restart to apply the change")  # fmt: skip
@@ -363,6 +372,8 @@ class Supervisor:
         """Drain every worker: close our copy of the sockets, SIGTERM each, wait for them to exit."""
         self.draining = True
         self.ready = False
+        if self.watcher is not None:
+            await self.watcher.stop()
         self.close_sockets()
         processes = [w.process for w in self.workers if w.process is not None and w.process.returncode is None]
         logs.event("draining", workers=len(processes))
@@ -613,6 +624,7 @@ class WorkerRuntime(Runtime):
         super().__init__(config_path, snapshot)
         self.inherited = inherited
         self.prepared: Snapshot | None = None
+        self.watcher = _SupervisorWatches(lambda: self.snapshot.config, self.reload)
 
     async def _bind(self, address: Address, plan: Plan, *, start_serving: bool) -> Any:
         from .proxy.inbound import InboundListener
@@ -659,6 +671,13 @@ class WorkerRuntime(Runtime):
         if prepared is None or prepared.generation != generation:
             raise ConfigError([Issue("", "no configuration prepared by the supervisor for this reload")])
         return prepared
+
+
+class _SupervisorWatches(Watcher):
+    """A worker does not watch files: its supervisor does, and reloads every worker or none."""
+
+    def start(self) -> None:
+        pass
 
 
 RUNTIME: web.AppKey[WorkerRuntime] = web.AppKey("worker_runtime")

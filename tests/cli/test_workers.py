@@ -394,3 +394,21 @@ def test_connections_waiting_in_the_accept_queue_survive_a_killed_worker(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         assert fleet.stop() == 0
+
+
+def test_watch_mode_reloads_every_worker_from_the_supervisor(
+    pki: Pki, fleet_config: dict[str, Any], tmp_path: Path
+) -> None:
+    (tmp_path / "rules.txt").write_text("ACCEPT /CN=PARIS\n")
+    fleet_config["listeners"][0]["sslauth"] = "rules.txt"
+    fleet_config["reload"] = {"watch": True, "interval": 0.3}
+    fleet = Fleet(tmp_path, fleet_config)
+    try:
+        (tmp_path / "rules.txt").write_text("REVOKE /CN=PARIS\n")
+        fleet.wait_for(lambda e: e.get("event") == "reloaded" and "worker" not in e, timeout=20)
+        events = fleet.events()
+        assert {e["worker"] for e in events if e.get("event") == "reloaded" and "worker" in e} == {0, 1}
+        assert not [e for e in events if e.get("event") in ("reload_refused", "watching") and "worker" in e]
+        assert fleet.get("/stats")["generation"] == 2
+    finally:
+        assert fleet.stop() == 0
