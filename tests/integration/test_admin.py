@@ -285,7 +285,6 @@ async def test_backend_check_drives_readiness_and_stats(pki: Pki, workdir: Path,
             assert await tls_exchange(sidecar.port(), pki.client_context(pki.client), b"up") == b"up"
         finally:
             await echo.stop()
-    assert [event["event"] for event in captured_logs.events if str(event["event"]).startswith("backend_")] == [
-        "backend_down",
-        "backend_up",
-    ]
+    # Down, then up; the backend stopped before the sidecar may add one more `backend_down` at the end.
+    changes = [event["event"] for event in captured_logs.events if str(event["event"]).startswith("backend_")]
+    assert changes[:2] == ["backend_down", "backend_up"] and "backend_up" not in changes[2:]
