@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
-import os
 import ssl
 import time
 from collections.abc import Callable
@@ -21,7 +19,7 @@ from sidecar.testing.echo import EchoBackend
 from sidecar.testing.pki import issue, make_crl
 
 from ..conftest import LogCapture
-from ..support.env import Pki, Sidecar, tls_exchange
+from ..support.env import Pki, Sidecar, hashed_stream, tls_exchange
 from .test_admin import admin_config, eventually, get_json, running
 
 LONDON_DN = "/C=GB/O=ACME/OU=London/CN=LONDON"
@@ -57,37 +55,6 @@ class Session:
         self.writer.close()
         with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
             await self.writer.wait_closed()
-
-
-async def hashed_stream(port: int, context: ssl.SSLContext, size: int, halfway: asyncio.Event,
-                        reloaded: asyncio.Event) -> bool:  # fmt: skip
-    """Send `size` random bytes in two halves (the reload happens between them), read all back, compare."""
-    session = await Session.open(port, context)
-    sent, received = hashlib.sha256(), hashlib.sha256()
-    total = 0
-
-    async def send() -> None:
-        for part in range(2):
-            if part == 1:
-                halfway.set()
-                await reloaded.wait()
-            for _ in range(size // 2 // 16384):
-                block = os.urandom(16384)
-                sent.update(block)
-                session.writer.write(block)
-                await session.writer.drain()
-
-    async def receive() -> None:
-        nonlocal total
-        while total < size and (chunk := await session.reader.read(65536)):
-            received.update(chunk)
-            total += len(chunk)
-
-    try:
-        await asyncio.gather(send(), receive())
-    finally:
-        await session.close()
-    return total == size and sent.digest() == received.digest()
 
 
 def two_partners(pki: Pki, backend_port: int) -> tuple[dict[str, Any], ssl.SSLContext, ssl.SSLContext]:

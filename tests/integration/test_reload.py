@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import os
 import queue
 import signal
 import socket
@@ -31,7 +29,7 @@ from sidecar.testing.echo import EchoBackend
 from sidecar.testing.pki import Issued, issue
 
 from ..conftest import LogCapture
-from ..support.env import Pki, Sidecar, base_config, tls_exchange
+from ..support.env import Pki, Sidecar, base_config, hashed_stream, tls_exchange
 from .test_admin import TOKEN, admin_config, get_json, running
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
@@ -190,40 +188,6 @@ async def test_a_broken_reload_is_refused_and_the_old_config_keeps_serving(
     assert len(refused) == 1 and refused[0]["errors"] == body["errors"]
 
 
-async def _stream(
-    port: int, context: ssl.SSLContext, size: int, halfway: asyncio.Event, reloaded: asyncio.Event
-) -> bool:
-    """Send `size` random bytes in two halves (the reload happens between them), read all back, compare."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
-    sent, received = hashlib.sha256(), hashlib.sha256()
-    total = 0
-
-    async def send() -> None:
-        for part in range(2):
-            if part == 1:
-                halfway.set()
-                await reloaded.wait()
-            for _ in range(size // 2 // 16384):
-                block = os.urandom(16384)
-                sent.update(block)
-                writer.write(block)
-                await writer.drain()
-
-    async def receive() -> None:
-        nonlocal total
-        while total < size and (chunk := await reader.read(65536)):
-            received.update(chunk)
-            total += len(chunk)
-
-    try:
-        await asyncio.gather(send(), receive())
-    finally:
-        writer.close()
-        with contextlib.suppress(ssl.SSLError, ConnectionError):
-            await writer.wait_closed()
-    return total == size and sent.digest() == received.digest()
-
-
 async def test_a_reload_while_50_connections_stream_loses_no_byte(
     pki: Pki, backend: EchoBackend, workdir: Path
 ) -> None:
@@ -234,7 +198,9 @@ async def test_a_reload_while_50_connections_stream_loses_no_byte(
         halfway = [asyncio.Event() for _ in range(50)]
         reloaded = asyncio.Event()
         context = pki.client_context(pki.client)
-        streams = [asyncio.create_task(_stream(sidecar.port(), context, size, halfway[i], reloaded)) for i in range(50)]
+        streams = [
+            asyncio.create_task(hashed_stream(sidecar.port(), context, size, halfway[i], reloaded)) for i in range(50)
+        ]
         try:
             async with asyncio.timeout(20):
                 await asyncio.gather(*(event.wait() for event in halfway))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,3 +174,37 @@ async def tls_exchange(
                     await writer.wait_closed()
     except (ssl.SSLError, ConnectionError, OSError):
         return None
+
+
+async def hashed_stream(
+    port: int, context: ssl.SSLContext, size: int, halfway: asyncio.Event, reloaded: asyncio.Event
+) -> bool:
+    """Send `size` random bytes in two halves (the reload happens between them), read all back, compare."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+    sent, received = hashlib.sha256(), hashlib.sha256()
+    total = 0
+
+    async def send() -> None:
+        for part in range(2):
+            if part == 1:
+                halfway.set()
+                await reloaded.wait()
+            for _ in range(size // 2 // 16384):
+                block = os.urandom(16384)
+                sent.update(block)
+                writer.write(block)
+                await writer.drain()
+
+    async def receive() -> None:
+        nonlocal total
+        while total < size and (chunk := await reader.read(65536)):
+            received.update(chunk)
+            total += len(chunk)
+
+    try:
+        await asyncio.gather(send(), receive())
+    finally:
+        writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await writer.wait_closed()
+    return total == size and sent.digest() == received.digest()
