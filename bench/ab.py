@@ -2,6 +2,8 @@
 
     /tmp/venv/bin/python -m bench.ab --scenario hs1.3                 # HEAD~1 against the working tree
     /tmp/venv/bin/python -m bench.ab --a main --b HEAD --scenario bulk-up --rounds 8
+    /tmp/venv/bin/python -m bench.ab --a bare --b HEAD --scenario hs1.3      # sidecar against its floor
+    /tmp/venv/bin/python -m bench.ab --a HEAD~1 --scenario hs1.3 --floor     # both, and each against the floor
 
 On a shared 2-core machine the same build measures ±10-15 % from one run to the next, so a change
 of a few per cent is invisible when two full runs are compared. Here both builds run in the same
@@ -9,6 +11,12 @@ minutes, in ABBA order (A B, B A, A B, ...), each freshly started per round, pin
 run (proxy on CPU 0, load and backend on CPU 1); the result is the median of each side, their
 ratio, and in how many rounds B beat A (paired by round). Everything else is `bench.run`'s: the same
 PKI, backend, load client, configuration and per-window CPU accounting.
+
+The floor: `bare` (as `--a` or `--b`) is the bare relay on sidecar's own TLS engine (bench/bare.py:
+no policy, no log, no timeouts; never a session ticket, like sidecar). `--floor` measures it as a
+third build in every round, so that each side is also given as a ratio to the floor of the same
+minutes. In the policy scenario the floor relays the same first message (the PeSIT CONNECT) and
+judges nothing.
 
 Scenarios and their metric (lower is better unless marked):
   hs1.3, hs1.2          handshakes per proxy CPU-second (higher is better)
@@ -62,15 +70,24 @@ BULK_BYTES = 1536 << 20
 LOAD_TIMEOUT = 120.0
 
 
+FLOOR = "bare"
+
+
 @dataclass(frozen=True)
 class Build:
-    label: str  # "A" or "B"
-    revision: str
-    path: Path  # where its `sidecar` package is imported from
+    label: str  # "A", "B", or "F" (the floor)
+    revision: str  # a git revision, "worktree", or FLOOR
+    path: Path  # where its `sidecar` package is imported from (unused for the floor)
     description: str
+
+    @property
+    def bare(self) -> bool:
+        return self.revision == FLOOR
 
 
 def _export(label: str, revision: str, work: Path) -> Build:
+    if revision == FLOOR:
+        return Build(label, revision, peers.REPO, "the bare relay on sidecar's TLS engine (bench/bare.py)")
     peers.export_sidecar(revision, work / f"sidecar-{label}")
     return Build(label, revision, peers.SidecarSource.path, peers.SidecarSource.revision)
 
@@ -84,7 +101,8 @@ def _measure(build: Build, scenario: Scenario, work: Path, pki: Path, backend: b
             options["payload"] = "pesit"
     elif scenario.load == "bulk":
         options |= {"bytes": BULK_BYTES, "seconds": 60}
-    peer = peers.Sidecar(work, pki, backend.port, tickets="default", policy=scenario.policy)
+    kind = peers.Bare if build.bare else peers.Sidecar
+    peer = kind(work, pki, backend.port, tickets="default", policy=scenario.policy)
     with bench_run.running(peer, {bench_run.PROXY_CPU}):
         result = bench_run.load(
             scenario.load,
@@ -106,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bench.ab", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--a", default="HEAD~1", help="baseline: a git revision, or 'worktree' (default HEAD~1)")
-    parser.add_argument("--b", default="worktree", help="candidate: a git revision, or 'worktree' (default)")
+    parser.add_argument(
+        "--a", default="HEAD~1", help="baseline: a git revision, 'worktree', or 'bare' (the floor; default HEAD~1)"
+    )
+    parser.add_argument("--b", default="worktree", help="candidate: a git revision, 'worktree' (default), or 'bare'")
+    parser.add_argument("--floor", action="store_true", help="also measure the bare relay in every round")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
     parser.add_argument("--rounds", type=int, default=6, help="rounds; each runs A and B once (default 6)")
     args = parser.parse_args(argv)
@@ -121,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sidecar-ab-") as tmp:
         work = Path(tmp)
         builds = (_export("A", args.a, work), _export("B", args.b, work))
+        if args.floor:
+            builds = (*builds, _export("F", FLOOR, work))
         for build in builds:
             print(f"{build.label}: {build.revision} = {build.description}", flush=True)
         pki = make_pki(work / "pki")
         backend = bench_run.Backend({bench_run.LOAD_CPU})
-        values: dict[str, list[float]] = {"A": [], "B": []}
+        values: dict[str, list[float]] = {build.label: [] for build in builds}
         try:
             for round_number in range(args.rounds):
                 order = builds if round_number % 2 == 0 else builds[::-1]
@@ -145,12 +168,22 @@ def summary(name: str, scenario: Scenario, values: dict[str, list[float]]) -> st
     pairs = zip(values["A"], values["B"], strict=True)
     wins = sum(1 for x, y in pairs if (y > x if scenario.higher_is_better else y < x))
     direction = "higher is better" if scenario.higher_is_better else "lower is better"
-    lines = [
-        f"{name}: {scenario.unit} ({direction}), {len(values['A'])} rounds",
-        f"  A median {a:.3f}  (min {min(values['A']):.3f}, max {max(values['A']):.3f})",
-        f"  B median {b:.3f}  (min {min(values['B']):.3f}, max {max(values['B']):.3f})",
-        f"  B / A = {b / a:.3f}; B better than A in {wins} of {len(values['A'])} rounds",
-    ]
+    lines = [f"{name}: {scenario.unit} ({direction}), {len(values['A'])} rounds"]
+    for label in values:
+        lines.append(
+            f"  {label} median {statistics.median(values[label]):.3f}  "
+            f"(min {min(values[label]):.3f}, max {max(values[label]):.3f})"
+        )
+    lines.append(f"  B / A = {b / a:.3f}; B better than A in {wins} of {len(values['A'])} rounds")
+    if "F" in values:
+        floor = statistics.median(values["F"])
+        # Per round as well: the floor of the same minutes is the fairest reference on a shared machine.
+        for label in ("A", "B"):
+            per_round = [x / f for x, f in zip(values[label], values["F"], strict=True)]
+            lines.append(
+                f"  {label} / floor = {statistics.median(values[label]) / floor:.3f} "
+                f"(median of per-round ratios {statistics.median(per_round):.3f})"
+            )
     return "\n".join(lines)
 
 

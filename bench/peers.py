@@ -412,7 +412,39 @@ class Stunnel(Peer):
         return "; ".join(wanted[:3])
 
 
-PEERS: dict[str, type[Peer]] = {"haproxy": HAProxy, "sidecar": Sidecar, "stunnel": Stunnel}
+class Bare(Peer):
+    """The floor: a bare relay on sidecar's own TLS engine (bench/bare.py), no policy, no log.
+
+    Like `sidecar run`, it never sends a session ticket: OPENSSL_CONF `NumTickets = 0` in every
+    mode, OP_NO_TICKET and no session cache in its context. The "policy" configuration changes
+    nothing in it (it has no policy); only the load's first message differs, as for sidecar.
+    """
+
+    name = "bare"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.bare", "--port", str(self.port), "--backend-port",
+                str(self.backend_port), "--pki", str(self.pki)]  # fmt: skip
+
+    def write_config(self) -> None:
+        pass
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["OPENSSL_CONF"] = str(write_openssl_conf(self.workdir))
+        env["PYTHONPATH"] = str(REPO)
+        return env
+
+    @staticmethod
+    def version() -> str:
+        import OpenSSL
+        from OpenSSL import SSL
+
+        openssl = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
+        return f"bench.bare (Python {sys.version.split()[0]}, pyOpenSSL {OpenSSL.__version__}, {openssl}, uvloop)"
+
+
+PEERS: dict[str, type[Peer]] = {"haproxy": HAProxy, "sidecar": Sidecar, "stunnel": Stunnel, "bare": Bare}
 
 
 def ensure_installed() -> dict[str, str]:

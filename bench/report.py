@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PEER_ORDER = ("haproxy", "sidecar", "stunnel")
-COLORS = {"haproxy": "#4c72b0", "sidecar": "#dd8452", "stunnel": "#55a868", "direct": "#999999"}
+PEER_ORDER = ("haproxy", "sidecar", "stunnel", "bare")
+COLORS = {"haproxy": "#4c72b0", "sidecar": "#dd8452", "stunnel": "#55a868", "bare": "#8172b3", "direct": "#999999"}
 
 # (case, metric, label) rows of the main table
 ROWS: tuple[tuple[str, str, str], ...] = (
@@ -114,15 +114,19 @@ def markdown(doc: dict[str, Any]) -> str:
     out: list[str] = []
     out.append(f"# sidecar benchmark — {doc['date']} ({doc['mode']} run, {doc['duration_s']:.0f} s)\n")
     out.append(
-        f"Medians of {reps} repetition(s); ratio = peer ÷ HAProxy (for times and CPU, below 1 is better). "
+        f"Medians of {reps} repetition(s); ratio = peer ÷ HAProxy (for times and CPU, below 1 is better); "
+        "bare = a bare relay on sidecar's own TLS engine (bench/bare.py), the floor of sidecar's design. "
         f"Proxy on CPU {doc['pinning']['proxy_cpu']}, load client + backend on CPU {doc['pinning']['load_cpu']} "
         f"unless the row says unpinned. Load average at start {doc['loadavg_start']}, at end {doc['loadavg_end']}: "
         "other work shared the machine. Last column: median CPU use during the measured window, proxy process "
         "tree / load client + backend (1.00 = one full core); a proxy at ≈1.00 when pinned was the limit.\n"
     )
+    # The floor column: sidecar against the bare relay on its own TLS engine (bench/bare.py).
+    with_floor = "sidecar" in peers and "bare" in peers
     header = (
         "| Metric | "
         + " | ".join(f"{p}" + ("" if p == "haproxy" else f" | {p} ÷ HAProxy") for p in peers)
+        + (" | sidecar ÷ bare" if with_floor else "")
         + " | CPU use proxy/load |"
     )
     out.append(header)
@@ -138,6 +142,8 @@ def markdown(doc: dict[str, Any]) -> str:
             cells.append(_fmt(values[p]))
             if p != "haproxy":
                 cells.append(_ratio(values[p], values.get("haproxy")))
+        if with_floor:
+            cells.append(_ratio(values["sidecar"], values["bare"]))
         utils = ""
         if metric in ("per_proxy_cpu_s", "mb_per_s"):
             utils = " · ".join(
@@ -164,7 +170,7 @@ def markdown(doc: dict[str, Any]) -> str:
     out.append("")
 
     if doc.get("bar"):
-        out.append("## sidecar against the bar (HAProxy 2.6 = 1.00)\n")
+        out.append("## sidecar against the bar (HAProxy 2.6 = 1.00; the bare relay where named)\n")
         out.append("| Target | Measured | Bar | Met |")
         out.append("|---|---|---|---|")
         for check in doc["bar"]:

@@ -388,8 +388,9 @@ def measure_peer(s: Settings, rec: Recorder, name: str, rep: int, work: Path, pk
                     load("handshakes", peer.port, pki, timeout=hs_timeout, tls=tls, **hs, **args),
                 )
 
-    # 3. sidecar only: the full policy (SSLAUTH 1,000 statements, DNUSER, DNISSUER[, PeSIT]).
-    if name == "sidecar":
+    # 3. sidecar: the full policy (SSLAUTH 1,000 statements, DNUSER, DNISSUER[, PeSIT]); the floor
+    #    relays the same first message with no policy at all, for the "≥ 0.90× the floor" ratio.
+    if name in ("sidecar", "bare"):
         payload = "pesit" if peers.POLICY_IDENTIFY == "pesit" else "x"
         with running(cls(work, pki, backend.port, tickets="default", policy=True), pinned_proxy) as peer:
             args = {"pinned": True, "proxy_pid": peer.pid, **common}
@@ -681,6 +682,18 @@ def bar_checks(table: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
         if case in table:
             r = ratio(case, "per_proxy_cpu_s")
             add(f"handshakes per proxy CPU-s vs HAProxy ({case})", r, "≥ 1.30×", None if r is None else r >= 1.3)
+    # Against the floor: the bare relay on the same TLS engine, tickets off on both (issue 18).
+    for case, bar in (("hs1.3-off", 0.95), ("hs1.2-off", 0.95), ("hs1.3-policy", 0.90), ("hs1.2-policy", 0.90)):
+        if case in table and "bare" in table[case]:
+            r = ratio(case, "per_proxy_cpu_s", "bare")
+            add(f"handshakes per proxy CPU-s vs the bare relay ({case})", r, f"≥ {bar:.2f}×",
+                None if r is None else r >= bar)  # fmt: skip
+    if "rtt-1" in table and "bare" in table["rtt-1"]:
+        r = ratio("rtt-1", "proxy_cpu_us_per_rt", "bare")
+        add("proxy CPU per 1-byte round trip vs the bare relay", r, "≤ 1.05×", None if r is None else r <= 1.05)
+    if "idle" in table and "bare" in table["idle"]:
+        r = ratio("idle", "kb_per_conn", "bare")
+        add("RSS per idle TLS connection vs the bare relay", r, "≤ 1.10×", None if r is None else r <= 1.10)
     for case in ("hs1.3-default", "hs1.2-default"):
         if case in table and "stunnel" in table[case]:
             r = ratio(case, "per_proxy_cpu_s", "stunnel")
@@ -720,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run: 1 repetition, TLS 1.3, pinned only")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 5; quick 1)")
-    parser.add_argument("--peers", default="haproxy,sidecar,stunnel")
+    parser.add_argument("--peers", default="haproxy,sidecar,stunnel,bare", help="bare = the floor (bench/bare.py)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--no-scale", action="store_true", help="skip the 10,000-connection test")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of sidecar")
