@@ -2,7 +2,8 @@
 
 The engine (`engine`, `ciphers`, `profiles`) calls OpenSSL through the cffi binding that pyOpenSSL
 itself uses (`OpenSSL._util.lib` / `.ffi`, which is cryptography's compiled `_openssl` module) and
-reaches into pyOpenSSL's `Connection` for its `SSL*`, its memory BIOs and its error translation.
+reaches into pyOpenSSL's `Connection` for its `SSL*`, its memory BIOs and its error translation,
+and into its `Context` for the `SSL_CTX*` (the verify callback is registered on it directly).
 None of that is public API: a cryptography or pyOpenSSL release may drop or rename any of it
 without notice. pyproject.toml bounds both majors; this list is the check for everything else
 (a minor release, a distribution's own build, a `pip install -U` that ignored the bounds):
@@ -51,15 +52,28 @@ LIB: tuple[str, ...] = (
     "SSL_CIPHER_find",
     "SSL_CIPHER_get_name",
     "SSL_CIPHER_get_version",
-    # profiles: the verify callback's error text
+    # profiles: the verify callback, registered as OpenSSL's own; its error text and refused certificate
+    "SSL_CTX_set_verify",
+    "SSL_get_ex_data_X509_STORE_CTX_idx",
+    "X509_STORE_CTX_get_current_cert",
+    "X509_STORE_CTX_get_error",
+    "X509_STORE_CTX_get_error_depth",
+    "X509_STORE_CTX_get_ex_data",
+    "X509_STORE_CTX_set_error",
+    "X509_V_OK",
     "X509_verify_cert_error_string",
+    "i2d_X509_bio",
 )
 
 # cffi helpers reached as `ffi.NAME`.
-FFI: tuple[str, ...] = ("NULL", "buffer", "from_buffer", "new_allocator", "string")
+FFI: tuple[str, ...] = ("NULL", "buffer", "callback", "from_buffer", "new", "new_allocator", "string")
 
-# Private attributes of `OpenSSL.SSL.Connection` (instance attributes, checked on a real one).
-CONNECTION: tuple[str, ...] = ("_from_ssl", "_into_ssl", "_raise_ssl_error", "_ssl")
+# Private attributes of `OpenSSL.SSL.Connection` (checked on a real one); `_reverse_mapping` is
+# pyOpenSSL's own SSL* -> Connection map, read by the verify callback when it has an error to record.
+CONNECTION: tuple[str, ...] = ("_from_ssl", "_into_ssl", "_raise_ssl_error", "_reverse_mapping", "_ssl")
+
+# Private attributes of `OpenSSL.SSL.Context` (checked on a real one): its SSL_CTX*.
+CONTEXT: tuple[str, ...] = ("_context",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +137,15 @@ def missing_bindings() -> tuple[str, ...]:
     except ImportError as exc:
         return (f"{BINDING_MODULE} ({exc})",)
     try:
-        probe = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        context = SSL.Context(SSL.TLS_METHOD)
+        probe = SSL.Connection(context, None)
     except Exception as exc:  # the public API itself is broken: report that as the missing piece
         return (f"OpenSSL.SSL.Connection ({type(exc).__name__}: {exc})",)
     return (
         *absent(lib, LIB, "lib"),
         *absent(ffi, FFI, "ffi"),
         *absent(probe, CONNECTION, "Connection"),
+        *absent(context, CONTEXT, "Context"),
     )
 
 
@@ -157,4 +173,15 @@ def refusal(missing: Iterable[str], installed: Versions) -> str:
     )
 
 
-__all__ = ["CONNECTION", "FFI", "LIB", "Versions", "absent", "missing_bindings", "refusal", "supported", "versions"]
+__all__ = [
+    "CONNECTION",
+    "CONTEXT",
+    "FFI",
+    "LIB",
+    "Versions",
+    "absent",
+    "missing_bindings",
+    "refusal",
+    "supported",
+    "versions",
+]

@@ -105,10 +105,10 @@ class _VerifyRecord:
         # Client side, only for a profile that asks (verify: enforced): did a CertificateRequest arrive?
         self.certificate_requested: bool | None = None
 
-    def __call__(self, error: VerifyError, leaf: crypto.X509 | None) -> None:
+    def __call__(self, error: VerifyError, leaf: bytes | None) -> None:
         self.errors.append(error)
         if leaf is not None and self.leaf is None:
-            self.leaf = crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf)
+            self.leaf = leaf
 
 
 @dataclass(slots=True)

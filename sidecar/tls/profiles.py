@@ -9,9 +9,10 @@ depends on `verify`: `required` refuses inside the handshake (the client gets a 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
@@ -32,10 +33,14 @@ _PROTOCOL_VERSIONS: dict[TlsVersion, int] = {
 }
 
 _X509_V_ERR_INVALID_PURPOSE = 26
+_X509_V_ERR_CERT_CHAIN_TOO_LONG = 22
 
 # Set on the SSL.Connection (app data) by the engine; the verify callback reports each error to it,
-# with the certificate when the error is on the peer's own (depth 0).
-VerifyRecorder = Callable[[VerifyError, crypto.X509 | None], None]
+# with the certificate's DER when the error is on the peer's own (depth 0).
+VerifyRecorder = Callable[[VerifyError, bytes | None], None]
+
+# OpenSSL's verify callback, called once per certificate of the chain on every handshake.
+RawVerifyCallback = Callable[[int, Any], int]
 
 # OpenSSL's name for the client state "a CertificateRequest was read" (TLS 1.2 and 1.3 alike).
 _READ_CERTIFICATE_REQUEST = b"SSLv3/TLS read server certificate request"
@@ -70,27 +75,95 @@ def resolve_ciphlist(profile: Profile, issues: list[Issue]) -> tuple[CipherSuite
     return tuple(suites)
 
 
-def _make_verify_callback(profile: Profile) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
+def _make_verify_callback(profile: Profile) -> RawVerifyCallback:
+    """The profile's verify rules as OpenSSL's own callback `int (*)(int ok, X509_STORE_CTX *)`.
+
+    Registered with `SSL_CTX_set_verify` directly rather than through pyOpenSSL's `set_verify`,
+    whose wrapper builds an `X509` object and looks the connection up for every certificate of
+    every chain, also when OpenSSL found nothing to say. Here a certificate that verified costs one
+    call with two integers; the connection, the error text and the certificate are only looked at
+    when there is an error to record. Same rules, same results as pyOpenSSL's wrapper: a tolerated
+    error is cleared (`X509_V_OK`), as it did.
+    """
+    from OpenSSL._util import lib  # the binding pyOpenSSL itself uses (bindings.py)
+
     tolerate = profile.verify == "optional" or (profile.direct == "client" and profile.verify == "none")
     self_signed_only = profile.depth == 0
+    get_error, get_depth, set_error = (
+        lib.X509_STORE_CTX_get_error,
+        lib.X509_STORE_CTX_get_error_depth,
+        lib.X509_STORE_CTX_set_error,
+    )
+    verified = lib.X509_V_OK
 
-    def on_verify(connection: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
-        record: VerifyRecorder | None = connection.get_app_data()
+    def on_verify(ok: int, store: Any) -> int:
+        if ok and not self_signed_only:
+            set_error(store, verified)
+            return 1
+        errno, depth = get_error(store), get_depth(store)
         if errno == _X509_V_ERR_INVALID_PURPOSE and depth == 0 and not ok:
             # OpenSSL's own purpose check (EKU must allow TLS client/server use). CFT makes that a
             # profile choice, KEYEXT, checked after the handshake with its own reason: skip it here.
-            return True
+            set_error(store, verified)
+            return 1
         if self_signed_only and depth >= 1 and ok:
             # CFT DEPTH=0: "only self-signed certificates are accepted"; a chain with an issuer above
             # the peer certificate is too long even when that issuer is trusted.
-            errno, ok = 22, 0  # X509_V_ERR_CERT_CHAIN_TOO_LONG
+            errno, ok = _X509_V_ERR_CERT_CHAIN_TOO_LONG, 0
         if not ok:
+            record = _recorder(store)
             if record is not None:
-                record(VerifyError(depth, errno, _verify_message(errno)), cert if depth == 0 else None)
-            return tolerate
-        return True
+                record(VerifyError(depth, errno, _verify_message(errno)), _current_der(store) if depth == 0 else None)
+            if not tolerate:
+                return 0
+        set_error(store, verified)
+        return 1
 
     return on_verify
+
+
+def _recorder(store: Any) -> VerifyRecorder | None:
+    """The engine's recorder of the connection whose chain `store` verifies (its app data)."""
+    from OpenSSL._util import lib
+
+    ssl = lib.X509_STORE_CTX_get_ex_data(store, lib.SSL_get_ex_data_X509_STORE_CTX_idx())
+    connection = SSL.Connection._reverse_mapping.get(ssl)  # pyOpenSSL's own SSL* -> Connection map
+    record: VerifyRecorder | None = connection.get_app_data() if connection is not None else None
+    return record
+
+
+def _current_der(store: Any) -> bytes | None:
+    """DER of the certificate the callback is called for."""
+    from OpenSSL._util import ffi, lib
+
+    cert = lib.X509_STORE_CTX_get_current_cert(store)
+    if cert == ffi.NULL:
+        return None
+    bio = lib.BIO_new(lib.BIO_s_mem())
+    try:
+        if lib.i2d_X509_bio(bio, cert) != 1:
+            return None
+        data = ffi.new("char **")
+        length = lib.BIO_get_mem_data(bio, data)
+        return bytes(ffi.buffer(data[0], length))
+    finally:
+        lib.BIO_free(bio)
+
+
+def set_verify(context: SSL.Context, mode: int, callback: RawVerifyCallback) -> None:
+    """`SSL_CTX_set_verify` with `callback` as OpenSSL's own verify callback (see `_make_verify_callback`).
+
+    The cffi callback object lives as long as the context (it would be freed under OpenSSL's feet
+    otherwise); an exception in it refuses the certificate (returns 0), as pyOpenSSL's wrapper does.
+    """
+    from OpenSSL._util import ffi, lib
+
+    raw = ffi.callback("int (*)(int, X509_STORE_CTX *)", callback, error=0)
+    _callbacks[context] = raw
+    lib.SSL_CTX_set_verify(context._context, mode, raw)
+
+
+_callbacks: weakref.WeakKeyDictionary[SSL.Context, Any] = weakref.WeakKeyDictionary()
 
 
 def _verify_message(errno: int) -> str:
@@ -188,7 +261,7 @@ def build_context(
         mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
     elif (server and profile.verify == "optional") or not server:
         mode = SSL.VERIFY_PEER  # client side always verifies; `none`/`optional` tolerate failures
-    context.set_verify(mode, _make_verify_callback(profile))
+    set_verify(context, mode, _make_verify_callback(profile))
     if not server and profile.verify == "enforced":
         # Only these profiles pay for a callback at every handshake state.
         context.set_info_callback(_note_certificate_request)
