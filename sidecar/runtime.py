@@ -73,6 +73,7 @@ class Runtime:
         self.servers: dict[ServerKey, BoundServer] = {}
         self.connections: dict[int, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop `start` runs on
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.admin_address: str | None = None
@@ -95,6 +96,8 @@ class Runtime:
     # ---- start ---------------------------------------------------------------------------------
     async def start(self) -> None:
         """Bind every listener and outbound entry; raises OSError (port in use …) after closing what was bound."""
+        # Kept for spawn(): asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
         try:
             for key, (address, plan) in _servers_wanted(self.snapshot).items():
                 self.servers[key] = await self._bind(address, plan, start_serving=True)
@@ -129,7 +132,8 @@ class Runtime:
 
     # ---- connections ---------------------------------------------------------------------------
     def spawn(self, coroutine: Coroutine[Any, Any, None], conn: Connection) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
+        loop = self._loop or asyncio.get_running_loop()
+        task = loop.create_task(coroutine)
         self._tasks.add(task)
         self.connections[conn.id] = conn
         self.live.attach(conn)
