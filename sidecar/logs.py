@@ -56,6 +56,11 @@ def set_process_fields(**fields: Any) -> None:
     _process_fields.update(fields)
 
 
+def enabled(level: int) -> bool:
+    """Whether an event at `level` would be written: a caller may skip building its fields."""
+    return LOGGER.isEnabledFor(level)
+
+
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event; fields whose value is None are left out."""
     if not LOGGER.isEnabledFor(level):

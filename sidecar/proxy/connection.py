@@ -155,13 +155,16 @@ class Connection:
             counters.bytes_up += bytes_up
             counters.bytes_down += bytes_down
             counters.record(outcome)
+        level = self.log_level or (logging.INFO if outcome.decision == "accept" else logging.WARNING)
+        if not logs.enabled(level):
+            return  # counted; the line itself is not wanted at this level, so it is not even built
         facts = self.facts
         cert = facts.peer if facts is not None else self.refused_cert
         errors = facts.verify_errors if facts is not None else self.refused_errors
         inbound = self.direction == "in"
         logs.event(
             "close",
-            self.log_level or (logging.INFO if outcome.decision == "accept" else logging.WARNING),
+            level,
             conn=self.id,
             direction=None if inbound else "out",
             listener=self.entry if inbound else None,
