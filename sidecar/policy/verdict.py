@@ -28,7 +28,8 @@ class rules and the identity handed to the backend (`Verdict.identity`) all read
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -40,6 +41,8 @@ from .classes import ClassPolicy
 from .decision import Decision, Reason
 from .partners import CftMessage, PartnerBook, cfth22e, cftt15e, check_partner
 from .sslauth import RuleSet
+
+VERDICTS_KEPT = 1024  # distinct sessions whose verdict is remembered, per listener and snapshot
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +56,26 @@ class SessionPolicy:
     sslauth: RuleSet | None
     partners: PartnerBook
     classes: ClassPolicy
+    # Verdicts already given, by everything they were judged on (the whole TlsFacts / SessionFacts
+    # value): partners come back with the same certificate, from the same address, all day, and
+    # the steps' texts cost more to build than the handshake's other Python work. Only when no
+    # SSLAUTH file makes the verdict depend on the time (its date windows); see `_remembered`.
+    _verdicts: dict[object, Verdict] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def _remembered(self, key: object, judged: Callable[[], Verdict]) -> Verdict:
+        """The verdict for `key`: the one given before, or `judged()` remembered (at most VERDICTS_KEPT).
+
+        `judged` must be a function of `key` and this policy alone: the time must play no part.
+        """
+        if self.sslauth is not None:
+            return judged()
+        known = self._verdicts.get(key)
+        if known is None:
+            known = judged()
+            if len(self._verdicts) >= VERDICTS_KEPT:
+                self._verdicts.clear()
+            self._verdicts[key] = known
+        return known
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +125,10 @@ class Verdict:
 
 def judge_listener(policy: SessionPolicy, tls: TlsFacts | None, now: datetime) -> Verdict:
     """Steps 3–4: the listener profile's checks, then its SSLAUTH file (skipped for plaintext)."""
+    return policy._remembered(("listener", tls), lambda: _judge_listener(policy, tls, now))
+
+
+def _judge_listener(policy: SessionPolicy, tls: TlsFacts | None, now: datetime) -> Verdict:
     identity = tls.verified_peer if tls is not None else None
     if tls is None or policy.profile is None:
         steps = [CheckStep("tls", "skip", "plaintext session: no TLS checks")]
@@ -166,6 +193,11 @@ def _earliest(identity: PeerCert | None, window_end: datetime | None, rule: str 
 
 def judge(policy: SessionPolicy, facts: SessionFacts, now: datetime, *, listener: Verdict | None = None) -> Verdict:
     """The whole verdict for one session; `listener` = the result of `judge_listener` when already known."""
+    # `listener` is judge_listener's verdict on the same facts: a function of them, not more to key on.
+    return policy._remembered(("session", facts), lambda: _judge(policy, facts, now, listener))
+
+
+def _judge(policy: SessionPolicy, facts: SessionFacts, now: datetime, listener: Verdict | None) -> Verdict:
     first = listener if listener is not None else judge_listener(policy, facts.tls, now)
     if not first.decision.allowed:
         return first

@@ -252,3 +252,42 @@ def test_server_verdict_in_client_mode() -> None:
     assert judge_server(client_profile, tls("verified")).accepted
     refused = judge_server(client_profile, tls("unverified"))
     assert refused.decision.reason == Reason.VERIFY and refused.identity is None
+
+
+# --- verdicts remembered per policy (the same facts, the same verdict) -------------------------------
+
+
+def test_the_same_facts_get_the_remembered_verdict_without_sslauth() -> None:
+    judged = policy("pesit", sslauth=False)
+    first = judge_listener(judged, tls("verified"), NOW)
+    assert judge_listener(judged, tls("verified"), NOW) is first
+    whole = judge(judged, facts("verified", "PARIS"), NOW, listener=first)
+    assert judge(judged, facts("verified", "PARIS"), NOW, listener=first) is whole
+    # Any difference in what a verdict is judged on is another verdict: a fresh judgement.
+    assert judge(judged, facts("verified", "PARIS", host="192.0.2.99"), NOW) is not whole
+    assert judge(judged, facts("unverified", "PARIS"), NOW).identity is None
+    assert judge(judged, facts("verified", "NOBODY"), NOW).decision.reason == Reason.UNKNOWN_PARTNER
+    # A fresh policy (a new snapshot) remembers nothing of the old one's verdicts.
+    again = policy("pesit", sslauth=False)
+    assert judge(again, facts("verified", "PARIS"), NOW) is not whole
+    assert judge(again, facts("verified", "PARIS"), NOW) == whole
+
+
+def test_an_sslauth_date_window_is_judged_at_every_session() -> None:
+    windowed = parse_sslauth("ACCEPT /CN=PARIS /SDATE=20261207 /STIME=1200 /EDATE=20261207 /ETIME=1300\n", "w.txt")
+    judged = SessionPolicy(listener_id="PESITSSL", identify="none", missing_partner_profile="warn",
+                           profile=profile(), sslauth=windowed, partners=BOOK, classes=CLASSES)  # fmt: skip
+    inside, after = NOW.replace(hour=12, minute=30), NOW.replace(hour=13, minute=30)
+    assert judge(judged, facts("verified"), inside).decision.allowed
+    assert not judge(judged, facts("verified"), after).decision.allowed
+    assert judge(judged, facts("verified"), inside).decision.allowed
+
+
+def test_remembered_verdicts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.policy import verdict as module
+
+    monkeypatch.setattr(module, "VERDICTS_KEPT", 3)
+    judged = policy("none", sslauth=False)
+    for number in range(10):
+        judge(judged, facts("verified", host=f"192.0.2.{number}"), NOW)
+        assert len(judged._verdicts) <= 3
