@@ -248,10 +248,15 @@ class RuleSet:
     # Can an accepted session reach the end of a window? Without /EDATE anywhere, never: a live
     # session's time limit then needs no evaluation of the file.
     has_end_dates: bool = field(init=False, repr=False, compare=False)
+    # Some statement has a date window (/SDATE or /EDATE): the same certificate may get another
+    # answer at another time. Without one, `evaluate` depends on the certificate alone.
+    dated: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", _StatementIndex.build(self.statements))
         object.__setattr__(self, "has_end_dates", any(s.end_date is not None for s in self.statements))
+        dated = any(s.start_date is not None or s.end_date is not None for s in self.statements)
+        object.__setattr__(self, "dated", dated)
 
     def evaluate(self, cert: PeerCert | None, now: datetime) -> SslauthResult:
         """First statement whose criteria hit decides; `now` is the server's local date and time."""

@@ -58,8 +58,8 @@ class SessionPolicy:
     classes: ClassPolicy
     # Verdicts already given, by everything they were judged on (the whole TlsFacts / SessionFacts
     # value): partners come back with the same certificate, from the same address, all day, and
-    # the steps' texts cost more to build than the handshake's other Python work. Only when no
-    # SSLAUTH file makes the verdict depend on the time (its date windows); see `_remembered`.
+    # judging (the steps and their texts, an SSLAUTH file's walk) costs more than the handshake's
+    # other Python work. Only when no SSLAUTH date window makes the verdict depend on the time.
     _verdicts: dict[object, Verdict] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def _remembered(self, key: object, judged: Callable[[], Verdict]) -> Verdict:
@@ -67,7 +67,7 @@ class SessionPolicy:
 
         `judged` must be a function of `key` and this policy alone: the time must play no part.
         """
-        if self.sslauth is not None:
+        if self.sslauth is not None and self.sslauth.dated:
             return judged()
         known = self._verdicts.get(key)
         if known is None:

@@ -257,8 +257,9 @@ def test_server_verdict_in_client_mode() -> None:
 # --- verdicts remembered per policy (the same facts, the same verdict) -------------------------------
 
 
-def test_the_same_facts_get_the_remembered_verdict_without_sslauth() -> None:
-    judged = policy("pesit", sslauth=False)
+@pytest.mark.parametrize("sslauth", [False, True])
+def test_the_same_facts_get_the_remembered_verdict_without_a_date_window(sslauth: bool) -> None:
+    judged = policy("pesit", sslauth=sslauth)
     first = judge_listener(judged, tls("verified"), NOW)
     assert judge_listener(judged, tls("verified"), NOW) is first
     whole = judge(judged, facts("verified", "PARIS"), NOW, listener=first)
@@ -268,7 +269,7 @@ def test_the_same_facts_get_the_remembered_verdict_without_sslauth() -> None:
     assert judge(judged, facts("unverified", "PARIS"), NOW).identity is None
     assert judge(judged, facts("verified", "NOBODY"), NOW).decision.reason == Reason.UNKNOWN_PARTNER
     # A fresh policy (a new snapshot) remembers nothing of the old one's verdicts.
-    again = policy("pesit", sslauth=False)
+    again = policy("pesit", sslauth=sslauth)
     assert judge(again, facts("verified", "PARIS"), NOW) is not whole
     assert judge(again, facts("verified", "PARIS"), NOW) == whole
 
@@ -277,10 +278,12 @@ def test_an_sslauth_date_window_is_judged_at_every_session() -> None:
     windowed = parse_sslauth("ACCEPT /CN=PARIS /SDATE=20261207 /STIME=1200 /EDATE=20261207 /ETIME=1300\n", "w.txt")
     judged = SessionPolicy(listener_id="PESITSSL", identify="none", missing_partner_profile="warn",
                            profile=profile(), sslauth=windowed, partners=BOOK, classes=CLASSES)  # fmt: skip
+    assert windowed.dated and not SSLAUTH.dated
     inside, after = NOW.replace(hour=12, minute=30), NOW.replace(hour=13, minute=30)
     assert judge(judged, facts("verified"), inside).decision.allowed
     assert not judge(judged, facts("verified"), after).decision.allowed
     assert judge(judged, facts("verified"), inside).decision.allowed
+    assert not judged._verdicts
 
 
 def test_remembered_verdicts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
