@@ -2,6 +2,7 @@
 
     /tmp/venv/bin/python -m bench.cost HEAD~1 worktree bare          # each build, one after the other
     /tmp/venv/bin/python -m bench.cost HEAD --policy --count 300
+    /tmp/venv/bin/python -m bench.cost HEAD bare --rtt --count 5000 --no-syscalls   # per 1-byte round trip
 
 On a shared 2-core VM, handshakes per CPU-second of the same build move ±20 % from one window to the
 next, so a change worth 1-3 % cannot be seen in `bench.ab` without dozens of rounds. Two counts do
@@ -42,10 +43,18 @@ def _peer(kind: type[peers.Peer], work: Path, pki: Path, backend_port: int, poli
     return Wrapped(work, pki, backend_port, tickets="default", policy=policy)
 
 
-def _load(peer: peers.Peer, pki: Path, backend: bench_run.Backend, count: int, policy: bool) -> int:
+def _load(peer: peers.Peer, pki: Path, backend: bench_run.Backend, count: int, args: Any) -> int:
+    if args.rtt:  # one connection, `count` 1-byte round trips (after the load's own 500 warm-up ones)
+        result = bench_run.load_once(
+            "rtt", peer.port, pki, pinned=True, proxy_pid=peer.pid, backend_pid=backend.pid, timeout=900,
+            size=1, count=count, seconds=600,
+        )  # fmt: skip
+        if "failed" in result:
+            raise RuntimeError(f"load failed: {result}")
+        return int(result["round_trips"]) + 500
     result = bench_run.load_once(
         "handshakes", peer.port, pki, pinned=True, proxy_pid=peer.pid, backend_pid=backend.pid, timeout=900,
-        tls="1.3", seconds=600, warmup=0, concurrency=8, max=count, payload="pesit" if policy else "x",
+        tls="1.3", seconds=600, warmup=0, concurrency=8, max=count, payload="pesit" if args.policy else "x",
     )  # fmt: skip
     if result.get("errors") or not result.get("handshakes"):
         raise RuntimeError(f"load failed: {result}")
@@ -61,9 +70,9 @@ def instructions(kind: type[peers.Peer], work: Path, pki: Path, backend: bench_r
     peers.wait_port = lambda port, process, timeout=15.0: wait_port(port, process, 180.0)  # slow start
     try:
         with bench_run.running(peer, {bench_run.PROXY_CPU}):
-            _load(peer, pki, backend, WARMUP, args.policy)
+            _load(peer, pki, backend, WARMUP, args)
             subprocess.run(["callgrind_control", "-i", "on", str(peer.pid)], check=True, capture_output=True)
-            count = _load(peer, pki, backend, args.count, args.policy)
+            count = _load(peer, pki, backend, args.count, args)
             subprocess.run(["callgrind_control", "-i", "off", str(peer.pid)], check=True, capture_output=True)
             subprocess.run(["callgrind_control", "-d", str(peer.pid)], check=True, capture_output=True)
             time.sleep(1)
@@ -83,13 +92,13 @@ def system_calls(kind: type[peers.Peer], work: Path, pki: Path, backend: bench_r
     out = work / "strace.txt"
     peer = _peer(kind, work, pki, backend.port, args.policy, [])
     with bench_run.running(peer, {bench_run.PROXY_CPU}):
-        _load(peer, pki, backend, WARMUP, args.policy)
+        _load(peer, pki, backend, WARMUP, args)
         tracer = subprocess.Popen(
             ["strace", "-c", "-f", "-o", str(out), "-p", str(peer.pid)], stderr=subprocess.DEVNULL
         )
         try:
             time.sleep(1.0)
-            _load(peer, pki, backend, args.count, args.policy)
+            _load(peer, pki, backend, args.count, args)
             time.sleep(0.5)
         finally:
             tracer.send_signal(signal.SIGINT)
@@ -114,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200, help="measured handshakes (default 200)")
     parser.add_argument("--policy", action="store_true", help="the full-policy configuration and PeSIT first message")
     parser.add_argument("--no-syscalls", action="store_true", help="instructions only")
+    parser.add_argument(
+        "--rtt", action="store_true", help="per 1-byte round trip on one connection instead of per handshake"
+    )
     args = parser.parse_args(argv)
     missing = [tool for tool in ("valgrind", "callgrind_control", "strace") if not shutil.which(tool)]
     if missing:
@@ -131,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                     peers.export_sidecar(build, work / f"sidecar-{number}")
                 where = "bench/bare.py" if build == "bare" else peers.SidecarSource.revision
                 line = f"{build} ({where}){' policy' if args.policy else ''}: "
-                line += f"{instructions(kind, work, pki, backend, args) / 1000:,.0f} k instructions per handshake"
+                unit = "round trip" if args.rtt else "handshake"
+                line += f"{instructions(kind, work, pki, backend, args) / 1000:,.1f} k instructions per {unit}"
                 if not args.no_syscalls:
                     line += f"; system calls {system_calls(kind, work, pki, backend, args)}"
                 print(line, flush=True)
