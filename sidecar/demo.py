@@ -336,6 +336,8 @@ def _detail(close: dict[str, Any]) -> str:
                  close.get("tls_version"), close.get("cipher"),
                  f"{close.get('bytes_up', 0)} bytes up, {close.get('bytes_down', 0)} down"]  # fmt: skip
         return ", ".join(str(part) for part in parts if part)
+    if close.get("verify_error"):  # a refused certificate: which one, and why it did not verify
+        return f"{close.get('subject')} issued by {close.get('issuer')}: {close['verify_error']}"
     return str(close.get("detail") or "")
 
 

@@ -73,6 +73,8 @@ def test_demo_once_shows_every_client_with_the_expected_outcome(tmp_path: Path) 
     assert rows["revoked-by-serial"][3].startswith("sslauth.txt:")
     assert rows["date-window-over"][3].startswith("sslauth.txt:")
     assert rows["wrong-issuer"][3] == "profiles[0].dnissuer"
+    # A certificate refused in the handshake is named, with why it did not verify.
+    assert "Elsewhere CA: depth 0: unable to get local issuer certificate (20)" in result.stdout
     assert f"{len(SHOWCASE)}/{len(SHOWCASE)} outcomes as expected" in result.stdout
     assert re.search(r"Admin: http://127\.0\.0\.1:\d+/stats\s+http://127\.0\.0\.1:\d+/metrics", result.stdout)
     # Only the accepted client reached the backend.
