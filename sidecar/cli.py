@@ -202,7 +202,8 @@ def _run(config_path: Path) -> int:
     if workers > 1:
         from . import supervisor
 
-        return uvloop.run(supervisor.serve(config_path.resolve(), snapshot, workers))
+        # Absolute, not resolved: relative paths in it stay relative to the folder it was named in.
+        return uvloop.run(supervisor.serve(config_path.absolute(), snapshot, workers))
     return uvloop.run(_serve(config_path, snapshot))
 
 

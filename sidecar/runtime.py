@@ -63,6 +63,7 @@ class Runtime:
     `draining` and `spawn`."""
 
     ready_event = "ready"  # a worker process (workers > 1) says `worker_ready`: the supervisor says `ready`
+    logs_config_warnings = True  # after each reload; a worker leaves that to the supervisor
 
     def __init__(self, config_path: str | Path, snapshot: Snapshot) -> None:
         self.config_path = Path(config_path)
@@ -164,7 +165,8 @@ class Runtime:
                 # would otherwise stall every relay for as long as it takes.
                 snapshot = await asyncio.to_thread(self._load, generation)
             except ConfigError as exc:
-                logs.config_warnings(exc.warnings)
+                if self.logs_config_warnings:
+                    logs.config_warnings(exc.warnings)
                 return self._refuse(list(exc.issues))
             except Exception as exc:  # a bug while building must not leave the old config half-replaced
                 return self._refuse([Issue("", f"internal error while loading: {type(exc).__name__}: {exc}")])
@@ -193,7 +195,8 @@ class Runtime:
                 )  # fmt: skip
             logs.event("reloaded", generation=generation, listeners=self.bound, outbound=self.bound_outbound,
                        live_rechecked=recheck.rechecked, live_revoked=recheck.revoked)  # fmt: skip
-            logs.config_warnings(snapshot.warnings)
+            if self.logs_config_warnings:
+                logs.config_warnings(snapshot.warnings)
             return generation, []
 
     def _load(self, generation: int) -> Snapshot:

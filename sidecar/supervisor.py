@@ -269,6 +269,7 @@ class Supervisor:
             try:
                 snapshot = await asyncio.to_thread(load_snapshot, self.config_path, generation)
             except ConfigError as exc:
+                logs.config_warnings(exc.warnings)
                 return self._refuse(list(exc.issues))
             fresh, issues = self._bind_changes(snapshot)
             if issues:
@@ -311,6 +312,7 @@ class Supervisor:
                            msg="read at start only: restart to apply the change")  # fmt: skip
             logs.event("reloaded", generation=generation, workers=len(committed), listeners=self.addresses("listener"),
                        outbound=self.addresses("outbound"))  # fmt: skip
+            logs.config_warnings(snapshot.warnings)  # once, here: the workers do not repeat them
             return generation, []
 
     def _bind_changes(self, snapshot: Snapshot) -> tuple[dict[ServerKey, socket.socket], list[Issue]]:
@@ -619,6 +621,7 @@ class WorkerRuntime(Runtime):
     """The one-process Runtime on sockets inherited from the supervisor, reloading what it prepared."""
 
     ready_event = "worker_ready"
+    logs_config_warnings = False  # the supervisor logs them once for every worker
 
     def __init__(self, config_path: Path, snapshot: Snapshot, inherited: dict[str, int]) -> None:
         super().__init__(config_path, snapshot)

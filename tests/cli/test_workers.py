@@ -205,10 +205,15 @@ def test_reload_reaches_every_worker_or_none(pki: Pki, fleet_config: dict[str, A
     try:
         (tmp_path / "rules.txt").write_text("REVOKE /CN=PARIS\n")
         fleet_config["listeners"][0]["sslauth"] = "rules.txt"
+        fleet_config["pki_warn_days"] = 3000  # every certificate now "ends soon": warnings
         fleet.write(fleet_config)
         assert fleet.post("/reload") == (200, {"generation": 2})
         reloaded = {e["worker"] for e in fleet.events() if e.get("event") == "reloaded" and "worker" in e}
         assert reloaded == {0, 1}
+        # The new configuration's warnings are logged once, by the supervisor, not once per worker.
+        warnings = [e for e in fleet.events() if e.get("event") == "config_warning"]
+        assert warnings and all("worker" not in e for e in warnings)
+        assert len(warnings) == len({e["warning"] for e in warnings})
         refused = 0
         for _ in range(20):
             try:
