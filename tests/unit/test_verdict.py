@@ -220,6 +220,12 @@ def test_plaintext_session_skips_tls_checks_and_meets_the_encryption_rule() -> N
     assert anonymous.accepted and anonymous.user_class is None
 
 
+def test_a_plaintext_session_cannot_be_identified_by_certificate() -> None:
+    verdict = judge(policy("certificate", sslauth=False), SessionFacts(None, "127.0.0.1"), NOW)
+    assert verdict.decision.reason == Reason.UNKNOWN_PARTNER and verdict.partner is None
+    assert verdict.decision.detail == "no verified certificate"
+
+
 def test_missing_partner_profile_warns_or_rejects() -> None:
     book = PartnerBook.build([Partner(id="NICE", nrpart="NICE", ssl="GONE")], {}, {})
     warn = judge(
