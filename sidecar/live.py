@@ -202,7 +202,8 @@ class LivePolicy:
             # An SSLAUTH end is a local wall-clock time: the zone's rules for that day give its
             # instant (a window ending after a daylight-saving change ends at the right hour).
             at = at.replace(tzinfo=None).astimezone()
-        loop = asyncio.get_running_loop()
+        # The connection's own loop: asyncio.get_running_loop() costs a getpid() per call on Python 3.11.
+        loop = conn.client.loop if conn.client is not None else asyncio.get_running_loop()
         delay = max(0.0, (at - self.clock()).total_seconds())
         conn.time_limit_timer = loop.call_at(loop.time() + delay, self._limit_reached, conn)
 
