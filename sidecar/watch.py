@@ -49,8 +49,8 @@ def watched_files(config: Config, config_path: Path | None = None) -> tuple[Path
 
     `config_path` is the configuration file as the process was given it (what a reload reads):
     when it is a symlink (a ConfigMap's `..data` link, a `current -> v2` link) a swap changes what
-    it resolves to even if the old target stays in place, so it is watched beside `config.source`,
-    which is resolved.
+    it resolves to even if the old target stays in place; every path's state is taken through its
+    links at each poll (`config.source` is the same path made absolute, listed once).
     """
     paths: list[Path] = [config_path.absolute()] if config_path is not None else []
     paths.append(config.source)
