@@ -82,7 +82,6 @@ class Connection:
     parm: str | None = None  # CFT PARM of the profile: free data for the operator's tools
     client: Leg | None = None  # the accepted leg
     backend: Leg | None = None  # the leg we dialled: backend (inbound) or remote partner (outbound)
-    relay: Relay | None = None
     relayed: bool = False  # the destination was reached and the two legs joined
     finished: bool = False  # ended: its bytes are in its counters now, no longer live
     _down_base: int = 0  # bytes the proxy itself sent to the client before relaying (ACK0)

@@ -323,7 +323,7 @@ class InboundListener(Acceptor[ListenerPlan]):
             reason = CloseReason.BACKEND_TIMEOUT if timed_out else CloseReason.BACKEND_UNREACHABLE
             return Outcome("error", reason, f"{address}: {why}")
         conn.relaying()
-        relay = conn.relay = Relay(leg, backend, limits.idle_timeout)
+        relay = Relay(leg, backend, limits.idle_timeout)
         relay.start(replay_to_server=session.replay[session.logon_length :])
         await relay.wait()
         return relay_outcome(relay)

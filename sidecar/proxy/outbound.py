@@ -99,7 +99,7 @@ class OutboundListener(Acceptor[OutboundPlan]):
             leg.close()
             return Outcome.refused(verdict.decision)
         conn.relaying()
-        relay = conn.relay = Relay(leg, remote, limits.idle_timeout)
+        relay = Relay(leg, remote, limits.idle_timeout)
         relay.start()
         await relay.wait()
         return relay_outcome(relay)

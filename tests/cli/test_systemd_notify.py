@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import yaml
 from sidecar.notify import monotonic_usec
 
 from ..support.env import Pki, base_config
+from ..support.notify import bind_manager
 from ..support.process import reap
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
@@ -31,15 +31,7 @@ SIDECAR = [sys.executable, "-m", "sidecar"]
 @pytest.fixture(params=["path", "abstract"])
 def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
     """The service manager's end: a bound AF_UNIX datagram socket, and the $NOTIFY_SOCKET that names it."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    if request.param == "path":
-        sock.bind(str(tmp_path / "notify"))
-        value = str(tmp_path / "notify")
-    else:
-        name = f"sidecar-test-{uuid.uuid4().hex}"
-        sock.bind("\0" + name)
-        value = "@" + name
-    sock.settimeout(60)
+    sock, value = bind_manager(request.param, tmp_path, timeout=60)
     yield sock, value
     sock.close()
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sidecar.notify import Notifier, monotonic_usec
+
+from ..support.notify import bind_manager
 
 
 def _assignments(datagram: bytes) -> dict[str, str]:
@@ -19,16 +20,7 @@ def _assignments(datagram: bytes) -> dict[str, str]:
 @pytest.fixture(params=["path", "abstract"])
 def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
     """A bound datagram socket and the $NOTIFY_SOCKET value that names it."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    if request.param == "path":
-        path = tmp_path / "notify"
-        sock.bind(str(path))
-        value = str(path)
-    else:
-        name = f"sidecar-test-{uuid.uuid4().hex}"
-        sock.bind("\0" + name)
-        value = "@" + name
-    sock.settimeout(5)
+    sock, value = bind_manager(request.param, tmp_path, timeout=5)
     yield sock, value
     sock.close()
 
