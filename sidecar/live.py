@@ -51,7 +51,7 @@ from . import logs
 from .outcome import CloseReason, Outcome
 from .policy.decision import Decision
 from .policy.partners import CftMessage
-from .policy.verdict import TimeLimit, judge, judge_server, time_limit
+from .policy.verdict import TimeLimit, judge, judge_server
 from .proxy.connection import Connection
 from .proxy.relay import Leg
 from .snapshot import Snapshot
@@ -116,7 +116,7 @@ class LivePolicy:
         """The session was accepted and starts relaying now (called before the legs are joined)."""
         snapshot = self.host.snapshot
         if conn.generation == snapshot.generation:
-            self._arm(conn, self._start_limit(conn, snapshot))
+            self._arm(conn, conn.time_limit)  # the verdict it was accepted with, taken on this snapshot
             return
         # A reload came between its accept and now: its verdict was taken on an older configuration.
         conn.generation = snapshot.generation
@@ -127,14 +127,6 @@ class LivePolicy:
             self._close(conn, CloseReason.REVOKED_LIVE, judged)
             return
         self._arm(conn, judged.limit)
-
-    def _start_limit(self, conn: Connection, snapshot: Snapshot) -> TimeLimit | None:
-        if conn.direction != "in" or conn.session is None:
-            return None
-        plan = snapshot.listeners.get(conn.entry)
-        if plan is None or not plan.listener.live_recheck:
-            return None
-        return time_limit(plan.policy, conn.session.tls, self.clock())
 
     # ---- judging --------------------------------------------------------------------------------
     def _judge(self, conn: Connection, snapshot: Snapshot, now: datetime) -> Rejudged | None:

@@ -162,22 +162,6 @@ def _sslauth(
     return Decision.deny(Reason.SSLAUTH, result.detail, result.rule_ref), None, None
 
 
-def time_limit(policy: SessionPolicy, tls: TlsFacts | None, now: datetime) -> TimeLimit | None:
-    """`Verdict.time_limit` of a session the listener steps accepted, without judging it whole.
-
-    The SSLAUTH file is evaluated only when one of its statements has an /EDATE: otherwise the
-    certificate's notAfter is the only limit, and it is read from the facts.
-    """
-    identity = tls.verified_peer if tls is not None else None
-    if identity is None or policy.profile is None:
-        return None  # plaintext, or no verified certificate: nothing ends by itself
-    rules = policy.sslauth
-    if rules is None or not rules.has_end_dates:
-        return _earliest(identity, None, None)
-    result = rules.evaluate(identity, now)
-    return _earliest(identity, result.valid_until if result.allowed else None, result.rule_ref)
-
-
 def _earliest(identity: PeerCert | None, window_end: datetime | None, rule: str | None) -> TimeLimit | None:
     """The first of the certificate's notAfter and the deciding SSLAUTH window's end."""
     limits: list[TimeLimit] = []

@@ -25,7 +25,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from .. import logs
 from ..outcome import CloseReason, Outcome
 from ..policy.partners import CftMessage
-from ..policy.verdict import SessionFacts
+from ..policy.verdict import SessionFacts, TimeLimit
 from ..snapshot import Snapshot
 from ..stats import Counters, Stats
 from ..tls.engine import TlsError
@@ -90,6 +90,7 @@ class Connection:
     # decided for it (revoked_live, expired_live), which its close line reports instead of the
     # EOF or reset that closing it caused.
     generation: int = 0
+    time_limit: TimeLimit | None = None  # of the verdict that accepted it (inbound, `live_recheck` on)
     on_relaying: Callable[[Connection], None] | None = None
     time_limit_timer: asyncio.TimerHandle | None = None
     ending: Outcome | None = None

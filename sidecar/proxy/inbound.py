@@ -162,6 +162,8 @@ class InboundListener(Acceptor[ListenerPlan]):
         if verdict.partner is not None:
             conn.identified(verdict.partner.id, self.host.stats.partner(verdict.partner.id))
         conn.user = verdict.user
+        if plan.listener.live_recheck:
+            conn.time_limit = verdict.time_limit
         for message in verdict.messages:
             conn.log_cft(message)
         if not verdict.decision.allowed:

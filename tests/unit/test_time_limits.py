@@ -15,7 +15,7 @@ from sidecar.policy.checks import ProfilePolicy
 from sidecar.policy.classes import ClassPolicy
 from sidecar.policy.partners import PartnerBook
 from sidecar.policy.sslauth import Statement, parse_sslauth
-from sidecar.policy.verdict import SessionFacts, SessionPolicy, judge, time_limit
+from sidecar.policy.verdict import SessionFacts, SessionPolicy, TimeLimit, judge
 from sidecar.tls.peer import PeerCert, TlsFacts
 
 from ._peers import make_peer
@@ -46,6 +46,11 @@ def test_window_end(end_date: date | None, end_time: time | None, expected: date
 
 def _tls(peer: PeerCert | None, verified: bool = True) -> TlsFacts:
     return TlsFacts("TLSv1.3", "TLS_AES_128_GCM_SHA256", 4865, peer, verified)
+
+
+def time_limit(policy: SessionPolicy, tls: TlsFacts | None, now: datetime) -> TimeLimit | None:
+    """The time limit of the verdict on a session with these facts."""
+    return judge(policy, SessionFacts(tls, "127.0.0.1"), now).time_limit
 
 
 def _policy(rules: str | None) -> SessionPolicy:
@@ -85,12 +90,10 @@ def test_time_limit_is_the_earliest_of_the_deciding_window_and_not_after(
     rules: str | None, peer: PeerCert, at: datetime, kind: str, rule: str | None
 ) -> None:
     policy = _policy(rules)
-    limit = time_limit(policy, _tls(peer), NOW)
-    assert limit is not None
-    assert (limit.at, limit.kind, limit.rule) == (at, kind, rule)
-    # The whole verdict says the same.
     verdict = judge(policy, SessionFacts(_tls(peer), "127.0.0.1"), NOW)
-    assert verdict.accepted and verdict.time_limit == limit
+    limit = verdict.time_limit
+    assert verdict.accepted and limit is not None
+    assert (limit.at, limit.kind, limit.rule) == (at, kind, rule)
 
 
 @pytest.mark.parametrize(
