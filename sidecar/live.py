@@ -247,7 +247,7 @@ class LivePolicy:
 
 
 def _abort_if_open(leg: Leg) -> None:
-    if leg.transport is not None and not leg.closed.done():
+    if leg.transport is not None and not leg.lost:
         leg.abort()
 
 

@@ -20,6 +20,7 @@ from . import logs
 from .config import Address
 from .errors import ConfigError, Issue
 from .live import LivePolicy
+from .outcome import CloseReason, Outcome
 from .probes import BackendProbes
 from .proxy.connection import Connection
 from .proxy.inbound import InboundListener
@@ -60,7 +61,7 @@ def _config_path(plan: Plan) -> str:
 
 class Runtime:
     """Satisfies `proxy.connection.ConnectionHost`: listeners see only `snapshot`, `stats`,
-    `draining` and `spawn`."""
+    `draining`, `opened`/`closed` and `spawn`."""
 
     ready_event = "ready"  # a worker process (workers > 1) says `worker_ready`: the supervisor says `ready`
     logs_config_warnings = True  # after each reload; a worker leaves that to the supervisor
@@ -73,7 +74,8 @@ class Runtime:
         self.ready = False
         self.servers: dict[ServerKey, BoundServer] = {}
         self.connections: dict[int, Connection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # connections' tasks (most of a connection's life has none)
+        self._all_closed: asyncio.Event | None = None  # set by `closed` when a drain has nothing left
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop `start` runs on
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -132,18 +134,20 @@ class Runtime:
         return self.probes.reachable(listener_id)
 
     # ---- connections ---------------------------------------------------------------------------
-    def spawn(self, coroutine: Coroutine[Any, Any, None], conn: Connection) -> None:
-        loop = self._loop or asyncio.get_running_loop()
-        task = loop.create_task(coroutine)
-        self._tasks.add(task)
+    def opened(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
         self.live.attach(conn)
 
-        def finished(done: asyncio.Task[None]) -> None:
-            self._tasks.discard(done)
-            self.connections.pop(conn.id, None)
+    def closed(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
 
-        task.add_done_callback(finished)
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        task = loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---- reload --------------------------------------------------------------------------------
     async def reload(self) -> tuple[int, list[Issue]]:
@@ -258,16 +262,29 @@ class Runtime:
         await self._close_servers()
         await self.probes.stop()
         timeout = self.snapshot.config.limits.drain_timeout if drain_timeout is None else drain_timeout
-        pending = set(self._tasks)
-        logs.event("draining", connections=len(pending), timeout_s=timeout)
-        if pending:
-            _, still_running = await asyncio.wait(pending, timeout=timeout)
-            for task in still_running:
+        logs.event("draining", connections=len(self.connections), timeout_s=timeout)
+        if not await self._wait_all_closed(timeout):
+            for conn in list(self.connections.values()):
+                conn.shut_down()  # its sockets go; their callbacks end it, as any other end
+            for task in list(self._tasks):
                 task.cancel()
-            if still_running:
-                await asyncio.wait(still_running, timeout=5)
+            if not await self._wait_all_closed(5):
+                for conn in list(self.connections.values()):
+                    conn.finish(Outcome("closed", CloseReason.SHUTDOWN))  # its socket never reported its end
         logs.event("stopped")
         self._stopped.set()
+
+    async def _wait_all_closed(self, timeout: float) -> bool:
+        """Wait until no connection is open (tasks included), at most `timeout` seconds."""
+        self._all_closed = asyncio.Event()
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), timeout)
+            except TimeoutError:
+                return False
+        if self._tasks:  # a task takes its last steps just after its connection finished
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        return True
 
     async def _close_servers(self) -> None:
         servers = [bound.server for bound in self.servers.values()]

@@ -1,15 +1,24 @@
 """One connection's lifecycle, the same for inbound listeners and outbound (client mode) entries.
 
-    accepted -> Connection.open -> host.spawn(serve(conn, work)) -> work returns an Outcome
-             -> Connection.end(outcome): counters and the one `close` log line
+    accepted -> Connection.open, host.opened -> Acceptor.begin
+             -> callbacks (a TLS handshake) and/or a task (`serve`: reading, dialling) while
+                it waits for something it asked for
+             -> Connection.relay: the legs joined, no task; the relay's end comes from the sockets
+             -> Connection.finish(outcome): the legs released, Connection.end (counters and the
+                one `close` log line), host.closed
+
+A connection has a task only while it waits on something it started (a backend dial, a PeSIT
+CONNECT): the handshake is driven by the leg's callbacks and a relayed session by its sockets',
+so an idle relayed session holds no task, no coroutine frame and no future, and a handshake
+resumes no stack of coroutines.
 
 Listeners see the process through `ConnectionHost`, a narrow interface (the current snapshot, the
-stats, whether it is draining, and "run this connection"), not through the Runtime: the proxy
-modules do not import the runtime, and a test can host a listener with anything that has those four.
+stats, whether it is draining, the table of open connections, and "run this task"), not through
+the Runtime: the proxy modules do not import the runtime.
 
 `Connection.end` is the only place where an ended connection is counted and logged: the close line's
 `reason` and the metric label are the same `CloseReason`, and no outcome can be logged without
-being counted or the reverse.
+being counted or the reverse. `Connection.finish` is the only caller, once per connection.
 """
 
 from __future__ import annotations
@@ -47,7 +56,15 @@ class ConnectionHost(Protocol):
     @property
     def draining(self) -> bool: ...
 
-    def spawn(self, work: Coroutine[Any, Any, None], conn: Connection) -> None: ...
+    def opened(self, conn: Connection) -> None:
+        """Accepted: the connection is live until `closed` (its table feeds /connections and the drain)."""
+        ...
+
+    def closed(self, conn: Connection) -> None: ...
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a connection's task (`serve`); the host cancels it when a drain runs out of time."""
+        ...
 
     def backend_reachable(self, listener_id: str) -> bool:
         """False while probes say the listener's backend is down (`backend_check`)."""
@@ -59,6 +76,7 @@ class Connection:
     """What is known about one live connection: read by `/connections`, the close line and stats."""
 
     id: int = field(default_factory=lambda: next(_connection_ids))  # unique in the process, both directions
+    host: ConnectionHost
     direction: Literal["in", "out"]
     entry: str  # the listener id (inbound) or the outbound entry id
     peer: str  # "host:port" of the client (inbound) or of the local legacy program (outbound)
@@ -96,9 +114,13 @@ class Connection:
     ending: Outcome | None = None
 
     @classmethod
-    def accepted(cls, leg: Leg, direction: Literal["in", "out"], entry: str, counters: Counters) -> Connection:
+    def accepted(
+        cls, host: ConnectionHost, leg: Leg, direction: Literal["in", "out"], entry: str, counters: Counters
+    ) -> Connection:
         peer, peer_host = _peer_text(leg)
-        return cls(direction=direction, entry=entry, peer=peer, peer_host=peer_host, counters=counters, client=leg)
+        return cls(
+            host=host, direction=direction, entry=entry, peer=peer, peer_host=peer_host, counters=counters, client=leg
+        )
 
     def open(self) -> None:
         # Counted at accept, synchronously, so that a burst of accepts cannot overshoot max_connections.
@@ -118,6 +140,43 @@ class Connection:
             self.partner_counters.accepted += 1
         if self.on_relaying is not None:
             self.on_relaying(self)
+
+    def relay(self, backend: Leg, idle_timeout: float, replay_to_server: bytes = b"") -> None:
+        """Join the client leg to `backend` and relay until both sockets are gone; no task waits."""
+        assert self.client is not None
+        self.backend = backend
+        self.relaying()
+        Relay(self.client, backend, idle_timeout, self._relay_ended).start(replay_to_server=replay_to_server)
+
+    def _relay_ended(self, relay: Relay) -> None:
+        try:
+            self.finish(relay_outcome(relay))
+        except Exception as exc:  # a socket callback: a bug closes this connection, nothing else
+            self.fail(exc)
+
+    def finish(self, outcome: Outcome) -> None:
+        """The connection is over: release its legs, count and log it, leave the host's table. Once."""
+        if self.finished:
+            return
+        for leg in (self.client, self.backend):
+            if leg is not None:
+                leg.release()
+        try:
+            self.end(outcome)
+        finally:
+            self.host.closed(self)
+
+    def fail(self, exc: Exception) -> None:
+        """A bug while handling this connection: logged, this connection closed, the process carries on."""
+        logs.event("internal_error", logging.ERROR, conn=self.id, error=f"{type(exc).__name__}: {exc}")
+        self.abort()
+        self.finish(_INTERNAL_ERROR)  # nothing more if the bug was in `finish` itself: it ran once
+
+    def shut_down(self) -> None:
+        """The drain ran out of time: close it now; its close line says `shutdown`."""
+        if self.ending is None:
+            self.ending = _SHUTDOWN
+        self.abort()
 
     def handshake_failed(self, error: TlsError) -> Outcome:
         self.refused_cert = error.peer
@@ -255,8 +314,8 @@ class Acceptor(Generic[PlanT]):
     def counters(self, stats: Stats) -> Counters:
         raise NotImplementedError
 
-    def begin(self, conn: Connection, leg: Leg, plan: PlanT, snapshot: Snapshot) -> Coroutine[Any, Any, Outcome]:
-        """Prepare the accepted connection (synchronously) and return its work."""
+    def begin(self, conn: Connection, leg: Leg, plan: PlanT, snapshot: Snapshot) -> None:
+        """Start the accepted connection's work: callbacks on its leg, or a task (`host.spawn(serve(…))`)."""
         raise NotImplementedError
 
     def _accepted(self, leg: Leg) -> None:
@@ -264,46 +323,49 @@ class Acceptor(Generic[PlanT]):
         snapshot = host.snapshot
         counters = self.counters(host.stats)
         if counters.active >= snapshot.config.limits.max_connections or host.draining:
-            refuse_at_accept(leg, self.direction, self.entry_id, counters, host.draining)
+            refuse_at_accept(host, leg, self.direction, self.entry_id, counters)
             return
-        conn = Connection.accepted(leg, self.direction, self.entry_id, counters)
+        conn = Connection.accepted(host, leg, self.direction, self.entry_id, counters)
         conn.open()
-        host.spawn(serve(conn, self.begin(conn, leg, self.plan, snapshot)), conn)
+        host.opened(conn)
+        try:
+            self.begin(conn, leg, self.plan, snapshot)
+        except Exception as exc:  # a socket callback: a bug closes this connection, nothing else
+            conn.fail(exc)
 
 
-def refuse_at_accept(leg: Leg, direction: Literal["in", "out"], entry: str, counters: Counters, draining: bool) -> None:
+def refuse_at_accept(
+    host: ConnectionHost, leg: Leg, direction: Literal["in", "out"], entry: str, counters: Counters
+) -> None:
     """Close a connection at once, before reading a byte: over `max_connections`, or draining."""
-    conn = Connection.accepted(leg, direction, entry, counters)
+    conn = Connection.accepted(host, leg, direction, entry, counters)
     leg.abort()
     conn.open()
-    reason = CloseReason.SHUTTING_DOWN if draining else CloseReason.MAX_CONNECTIONS
+    reason = CloseReason.SHUTTING_DOWN if host.draining else CloseReason.MAX_CONNECTIONS
     conn.end(Outcome("reject", reason))
 
 
 _SHUTDOWN = Outcome("closed", CloseReason.SHUTDOWN)
+_INTERNAL_ERROR = Outcome("closed", CloseReason.INTERNAL_ERROR)
 
 
-async def serve(conn: Connection, work: Coroutine[Any, Any, Outcome]) -> None:
-    """Run one connection's work, then end it; on shutdown or on a bug, close both sides and say why.
+async def serve(conn: Connection, work: Coroutine[Any, Any, Outcome | None]) -> None:
+    """A connection's task: run its work, then finish it with the outcome — or leave it relaying (None).
 
-    A bug must not take the process down: it is logged and only this connection is closed.
-    Either way the legs are released at the end (see `Leg.release`).
+    Cancelled (a drain out of time), it closes both sides and says `shutdown`; a bug is logged and
+    closes only this connection: the process carries on.
     """
-    outcome = _SHUTDOWN  # kept if cancelled
     try:
         outcome = await work
     except asyncio.CancelledError:
         conn.abort()
+        conn.finish(_SHUTDOWN)
         raise
     except Exception as exc:
-        logs.event("internal_error", logging.ERROR, conn=conn.id, error=f"{type(exc).__name__}: {exc}")
-        conn.abort()
-        outcome = Outcome("closed", CloseReason.INTERNAL_ERROR)
-    finally:
-        for leg in (conn.client, conn.backend):
-            if leg is not None:
-                leg.release()
-        conn.end(outcome)
+        conn.fail(exc)
+        return
+    if outcome is not None:
+        conn.finish(outcome)
 
 
 def relay_outcome(relay: Relay) -> Outcome:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from .. import logs, pesit
@@ -29,8 +30,8 @@ from ..stats import Counters, Stats
 from ..tls.engine import TlsEndpoint, TlsError
 from ..tls.peer import TlsFacts
 from . import proxyproto
-from .connection import Acceptor, Connection, address_text, relay_outcome
-from .relay import PROXY_UNTRUSTED_KIND, TLS_RECORD_HANDSHAKE, Leg, Relay
+from .connection import Acceptor, Connection, address_text, serve
+from .relay import PROXY_UNTRUSTED_KIND, TLS_RECORD_HANDSHAKE, Leg
 
 
 @dataclass(slots=True)
@@ -54,13 +55,13 @@ class BackendDown(OSError):
 
 
 class Deadline:
-    """The one timer of a connection before it relays: when it passes, the connection's task is cancelled.
+    """The time limit of a connection's task while it waits (PROXY header and handshake, PeSIT
+    identification, the backend dial): when it passes, the task is cancelled.
 
-    What `asyncio.timeout()` does, for one task and one deadline at a time, re-armed from one phase
-    to the next (PROXY header, handshake and identification, then the backend dial) instead of a
-    scope per phase: one timer handle, and none of the scopes' running-loop lookups (each a getpid()
-    system call on Python 3.11). `timed_out()`, asked when the task sees CancelledError, tells this
-    deadline's cancellation from anybody else's (a shutdown), as asyncio.timeout does with `uncancel()`.
+    What `asyncio.timeout()` does, for one task and one deadline, with one timer handle and none of
+    the scope's running-loop lookups (each a getpid() system call on Python 3.11). `timed_out()`,
+    asked when the task sees CancelledError, tells this deadline's cancellation from anybody
+    else's (a shutdown), as asyncio.timeout does with `uncancel()`.
     """
 
     __slots__ = ("_handle", "_loop", "_task", "expired")
@@ -73,9 +74,10 @@ class Deadline:
         self._handle: asyncio.TimerHandle | None = None
         self.expired = False
 
-    def arm(self, seconds: float) -> None:
+    def arm_at(self, when: float) -> None:
+        """Expire at `when`, on the loop's clock."""
         self.disarm()
-        self._handle = self._loop.call_at(self._loop.time() + seconds, self._expire)
+        self._handle = self._loop.call_at(when, self._expire)
 
     def disarm(self) -> None:
         if self._handle is not None:
@@ -96,34 +98,76 @@ class Deadline:
 
 
 class InboundListener(Acceptor[ListenerPlan]):
-    """Accepts connections for one listener and runs each through the inbound path."""
+    """Accepts connections for one listener and runs each through the inbound path.
+
+    The usual connection (a TLS listener, `plaintext: refuse`, no balancer in front) has no task
+    until its handshake is done: the leg's callbacks drive the handshake and tell `_handshaken`,
+    which judges the session there and then; a task starts only to read a PeSIT CONNECT or to
+    dial the backend, and ends when relaying starts. A balancer's PROXY header, `plaintext: allow`
+    and plaintext listeners read before the handshake and run in a task from the accept (`_run`).
+    Both paths go through the same steps after the handshake (`_after_handshake`, `_act`).
+    """
 
     direction = "in"
 
     def counters(self, stats: Stats) -> Counters:
         return stats.listener(self.entry_id)
 
-    def begin(self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot) -> Coroutine[Any, Any, Outcome]:
+    def begin(self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot) -> None:
         # accept_proxy: empty by default, and then this costs one truth test per connection.
         behind_balancer = bool(plan.balancers) and _from_balancer(conn.peer_host, plan.balancers)
+        # One time limit for everything before the backend is dialled: the balancer's PROXY
+        # header, TLS, then identification.
+        handshake_by = self.loop.time() + snapshot.config.limits.handshake_timeout
         if plan.profile is not None:
             conn.parm = plan.profile.profile.parm
             if plan.listener.plaintext == "refuse" and not behind_balancer:
                 assert plan.profile.context is not None
+                timer = self.loop.call_at(handshake_by, self._handshake_timed_out, conn)
+                leg.on_handshake = partial(self._handshaken, conn, leg, plan, snapshot, handshake_by, timer)
                 leg.start_tls(TlsEndpoint(plan.profile.context, server_side=True))
-        return self._run(conn, leg, plan, snapshot, behind_balancer)
+                return
+        self.host.spawn(serve(conn, self._run(conn, leg, plan, snapshot, behind_balancer, handshake_by)))
+
+    def _handshake_timed_out(self, conn: Connection) -> None:
+        leg = conn.client
+        assert leg is not None
+        leg.on_handshake = None
+        leg.abort()
+        conn.finish(Outcome.handshake_failed("timeout", "no handshake in time"))
+
+    def _handshaken(
+        self,
+        conn: Connection,
+        leg: Leg,
+        plan: ListenerPlan,
+        snapshot: Snapshot,
+        handshake_by: float,
+        timer: asyncio.TimerHandle,
+        result: TlsFacts | TlsError,
+    ) -> None:
+        """The leg's handshake ended: judge the session now, then finish it or start its task."""
+        timer.cancel()
+        try:
+            if isinstance(result, TlsError):
+                conn.finish(self._handshake_error(conn, leg, result, snapshot))
+                return
+            next_step = self._after_handshake(conn, leg, plan, snapshot, result, handshake_by)
+            if isinstance(next_step, Outcome):
+                conn.finish(next_step)
+            else:
+                self.host.spawn(serve(conn, next_step))
+        except Exception as exc:  # a socket callback: a bug closes this connection, nothing else
+            conn.fail(exc)
 
     async def _run(
-        self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, behind_balancer: bool = False
-    ) -> Outcome:
-        limits = snapshot.config.limits
-        session = Session()
+        self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, behind_balancer: bool,
+        handshake_by: float,
+    ) -> Outcome | None:  # fmt: skip
+        """The connections that read before (or instead of) a handshake, in a task from the accept."""
         reading_header = behind_balancer
-        identifying = False
         deadline = Deadline(self.loop)
-        # One deadline for everything before the backend is dialled: the balancer's PROXY header,
-        # TLS, then identification.
-        deadline.arm(limits.handshake_timeout)
+        deadline.arm_at(handshake_by)
         try:
             if behind_balancer:
                 refused = await self._read_balancer_header(conn, leg, plan, snapshot)
@@ -131,34 +175,87 @@ class InboundListener(Acceptor[ListenerPlan]):
                     return refused
                 reading_header = False
             facts = await self._establish(leg, plan)
-            if facts is not None:
-                conn.counters.handshake_seconds.observe(time.monotonic() - conn.started)
-            identifying = True
-            conn.facts = facts
-            verdict = await self._judge(conn, leg, plan, facts, session)
         except asyncio.CancelledError:
             if not deadline.timed_out():
                 raise
             leg.abort()
             if reading_header:
                 return Outcome("reject", CloseReason.PROXY_MISSING, "no PROXY header in time")
-            if identifying:
-                return Outcome("reject", CloseReason.IDENTIFICATION_TIMEOUT, "no identification in time")
             return Outcome.handshake_failed("timeout", "no handshake in time")
         except TlsError as exc:
-            leg.abort()
-            if exc.kind == "reset" and leg.received_nothing:
-                conn.log_level = logs.LEVELS[snapshot.config.logging.empty_connections]
-                return Outcome("closed", CloseReason.EMPTY, "connected and closed without sending a byte")
-            if exc.kind == PROXY_UNTRUSTED_KIND:
-                return Outcome(
-                    "reject", CloseReason.PROXY_UNTRUSTED, "a PROXY header from an address not in accept_proxy"
-                )
-            return conn.handshake_failed(exc)
+            return self._handshake_error(conn, leg, exc, snapshot)
         finally:
             deadline.disarm()
-        if isinstance(verdict, Outcome):
-            return verdict
+        next_step = self._after_handshake(conn, leg, plan, snapshot, facts, handshake_by)
+        return next_step if isinstance(next_step, Outcome) else await next_step
+
+    def _handshake_error(self, conn: Connection, leg: Leg, exc: TlsError, snapshot: Snapshot) -> Outcome:
+        leg.abort()
+        if exc.kind == "reset" and leg.received_nothing:
+            conn.log_level = logs.LEVELS[snapshot.config.logging.empty_connections]
+            return Outcome("closed", CloseReason.EMPTY, "connected and closed without sending a byte")
+        if exc.kind == PROXY_UNTRUSTED_KIND:
+            return Outcome("reject", CloseReason.PROXY_UNTRUSTED, "a PROXY header from an address not in accept_proxy")
+        return conn.handshake_failed(exc)
+
+    def _after_handshake(
+        self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, facts: TlsFacts | None,
+        handshake_by: float,
+    ) -> Outcome | Coroutine[Any, Any, Outcome | None]:  # fmt: skip
+        """Judge the session on its handshake (None: a plaintext session).
+
+        Returns the outcome to finish with, or the work its task goes on with: reading the PeSIT
+        CONNECT when the listener identifies by it, else the backend dial.
+        """
+        conn.facts = facts
+        if facts is not None:
+            conn.counters.handshake_seconds.observe(time.monotonic() - conn.started)
+            if facts.peer is not None and not facts.verified:
+                conn.counters.unverified += 1
+                logs.event(
+                    "unverified", logging.WARNING, conn=conn.id, listener=conn.entry, peer=conn.peer,
+                    subject=logs.dn(facts.peer.subject), errors=[str(e) for e in facts.verify_errors],
+                )  # fmt: skip
+        now = datetime.now().astimezone()
+        first = judge_listener(plan.policy, facts, now)
+        if first.pending_identification:
+            return self._identify(conn, leg, plan, snapshot, first, now, handshake_by)
+        conn.session = SessionFacts(facts, conn.peer_host)
+        return self._act(conn, leg, plan, snapshot, judge(plan.policy, conn.session, now, listener=first), Session())
+
+    async def _identify(
+        self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, first: Verdict, now: datetime,
+        handshake_by: float,
+    ) -> Outcome | None:  # fmt: skip
+        """`identify: pesit`: read the CONNECT within what is left of the handshake timeout, judge, go on."""
+        session = Session()
+        deadline = Deadline(self.loop)
+        deadline.arm_at(handshake_by)
+        try:
+            received = await self._read_pesit(conn, leg, session)
+        except asyncio.CancelledError:
+            if not deadline.timed_out():
+                raise
+            leg.abort()
+            return Outcome("reject", CloseReason.IDENTIFICATION_TIMEOUT, "no identification in time")
+        finally:
+            deadline.disarm()
+        if isinstance(received, Outcome):
+            return received
+        claim = PesitClaim(received.connect.requester, received.connect.password)
+        conn.session = SessionFacts(conn.facts, conn.peer_host, claim)
+        next_step = self._act(conn, leg, plan, snapshot, judge(plan.policy, conn.session, now, listener=first), session)
+        return next_step if isinstance(next_step, Outcome) else await next_step
+
+    def _act(
+        self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, verdict: Verdict, session: Session
+    ) -> Outcome | Coroutine[Any, Any, Outcome | None]:
+        """Do what the verdict says: log its CFT messages, then refuse (answering its PeSIT
+        diagnostic) or return the backend dial.
+
+        The verdict (its steps and their texts) is not kept for the whole transfer: an idle
+        connection would carry it for hours. What the session goes on with is on `conn`.
+        """
         if verdict.partner is not None:
             conn.identified(verdict.partner.id, self.host.stats.partner(verdict.partner.id))
         conn.user = verdict.user
@@ -172,10 +269,7 @@ class InboundListener(Acceptor[ListenerPlan]):
             leg.close()  # flushes what was sent first (an RCONNECT), then close_notify
             return Outcome.refused(verdict.decision)
         header = _proxy_header(plan.listener.proxy_protocol, leg, conn, verdict)
-        # The verdict (its steps and their texts) is not kept for the whole transfer: an idle
-        # connection would carry it for hours. What the session goes on with is on `conn`.
-        del verdict
-        return await self._forward(conn, leg, plan, header, session, snapshot, deadline)
+        return self._forward(conn, leg, plan, header, session, snapshot)
 
     async def _read_balancer_header(
         self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot
@@ -192,7 +286,7 @@ class InboundListener(Acceptor[ListenerPlan]):
             if isinstance(result, proxyproto.ProxyError):
                 leg.abort()
                 return Outcome("reject", CloseReason.PROXY_MISSING, result.message)
-            if leg.got_eof or leg.closed.done():
+            if leg.got_eof or leg.lost:
                 leg.abort()
                 if leg.received_nothing:  # the balancer's own TCP health check, or a port scan
                     conn.log_level = logs.LEVELS[snapshot.config.logging.empty_connections]
@@ -217,7 +311,7 @@ class InboundListener(Acceptor[ListenerPlan]):
         """The TLS handshake, or None for a plaintext session (`plaintext: allow`, first byte not 0x16)."""
         if plan.profile is None:
             return None
-        if leg.handshake is None:  # plaintext: allow — the first byte decides, nothing is lost
+        if leg.tls is None:  # plaintext: allow — the first byte decides, nothing is lost
             await leg.wait_for_data(1)
             if not leg.held:
                 raise TlsError("connection closed before any byte", "reset")
@@ -226,30 +320,7 @@ class InboundListener(Acceptor[ListenerPlan]):
                 return None
             assert plan.profile.context is not None
             leg.start_tls(TlsEndpoint(plan.profile.context, server_side=True), initial=leg.take_held())
-        assert leg.handshake is not None
-        return await leg.handshake
-
-    async def _judge(
-        self, conn: Connection, leg: Leg, plan: ListenerPlan, facts: TlsFacts | None, session: Session
-    ) -> Verdict | Outcome:
-        """The verdict on the session, reading the PeSIT CONNECT when the listener identifies by it."""
-        if facts is not None and facts.peer is not None and not facts.verified:
-            conn.counters.unverified += 1
-            logs.event(
-                "unverified", logging.WARNING, conn=conn.id, listener=conn.entry, peer=conn.peer,
-                subject=logs.dn(facts.peer.subject), errors=[str(e) for e in facts.verify_errors],
-            )  # fmt: skip
-        now = datetime.now().astimezone()
-        first = judge_listener(plan.policy, facts, now)
-        if first.pending_identification:
-            received = await self._read_pesit(conn, leg, session)
-            if isinstance(received, Outcome):
-                return received
-            conn.session = SessionFacts(facts, conn.peer_host, PesitClaim(received.connect.requester,
-                                                                          received.connect.password))  # fmt: skip
-        else:
-            conn.session = SessionFacts(facts, conn.peer_host)
-        return judge(plan.policy, conn.session, now, listener=first)
+        return await leg.handshake_done()
 
     async def _read_pesit(self, conn: Connection, leg: Leg, session: Session) -> pesit.ConnectReceived | Outcome:
         """Read the optional LOGON (answered ACK0 here) and the CONNECT; nothing reaches the backend."""
@@ -278,16 +349,9 @@ class InboundListener(Acceptor[ListenerPlan]):
             result = reader.feed(leg.take_held())
 
     async def _forward(
-        self,
-        conn: Connection,
-        leg: Leg,
-        plan: ListenerPlan,
-        header: bytes,
-        session: Session,
-        snapshot: Snapshot,
-        deadline: Deadline,
-    ) -> Outcome:
-        """Dial the backend, give it the PROXY header and what identification read, then relay."""
+        self, conn: Connection, leg: Leg, plan: ListenerPlan, header: bytes, session: Session, snapshot: Snapshot
+    ) -> Outcome | None:
+        """Dial the backend, give it the PROXY header and what identification read, then relay (None)."""
         limits = snapshot.config.limits
         listener = plan.listener
         address = listener.backend
@@ -295,7 +359,8 @@ class InboundListener(Acceptor[ListenerPlan]):
         try:
             if not self.host.backend_reachable(self.entry_id):
                 raise BackendDown("down since the last probe (backend_check)")
-            deadline.arm(limits.connect_timeout)
+            deadline = Deadline(self.loop)
+            deadline.arm_at(self.loop.time() + limits.connect_timeout)
             try:
                 _, backend = await self.loop.create_connection(
                     lambda: Leg("backend", self.loop), address.host, address.port
@@ -324,11 +389,8 @@ class InboundListener(Acceptor[ListenerPlan]):
             why = "timeout" if timed_out else (exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
             reason = CloseReason.BACKEND_TIMEOUT if timed_out else CloseReason.BACKEND_UNREACHABLE
             return Outcome("error", reason, f"{address}: {why}")
-        conn.relaying()
-        relay = Relay(leg, backend, limits.idle_timeout)
-        relay.start(replay_to_server=session.replay[session.logon_length :])
-        await relay.wait()
-        return relay_outcome(relay)
+        conn.relay(backend, limits.idle_timeout, replay_to_server=session.replay[session.logon_length :])
+        return None
 
 
 async def _replay_logon(client: Leg, backend: Leg, session: Session) -> Outcome | None:
@@ -349,7 +411,7 @@ async def _replay_logon(client: Leg, backend: Leg, session: Session) -> Outcome 
             backend.abort()
             return Outcome("error", CloseReason.BACKEND_PROTOCOL, answer.message)
         await backend.wait_for_data(len(backend.held) + 1)
-        if backend.got_eof or backend.closed.done():
+        if backend.got_eof or backend.lost:
             client.close()
             backend.abort()
             return Outcome("error", CloseReason.BACKEND_PROTOCOL, "backend closed during LOGON")
@@ -372,7 +434,7 @@ async def _refuse_proxy_signature(leg: Leg) -> None:
     """
     while proxyproto.looks_like_proxy(leg.held):
         wanted = len(proxyproto.V1_PREFIX) if leg.held[0] == proxyproto.V1_PREFIX[0] else len(proxyproto.V2_SIGNATURE)
-        if len(leg.held) >= wanted or leg.got_eof or leg.closed.done():
+        if len(leg.held) >= wanted or leg.got_eof or leg.lost:
             raise TlsError("a PROXY protocol header", PROXY_UNTRUSTED_KIND)
         await leg.wait_for_data(len(leg.held) + 1)
 

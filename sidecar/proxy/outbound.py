@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Coroutine
 from functools import partial
-from typing import Any
 
 from .. import logs
 from ..outcome import CloseReason, Outcome
@@ -23,8 +21,8 @@ from ..policy.verdict import judge_server
 from ..snapshot import OutboundPlan, Snapshot
 from ..stats import Counters, Stats
 from ..tls.engine import TlsEndpoint, TlsError
-from .connection import Acceptor, Connection, relay_outcome
-from .relay import Leg, Relay
+from .connection import Acceptor, Connection, serve
+from .relay import Leg
 
 
 def _is_name(host: str) -> bool:
@@ -43,11 +41,11 @@ class OutboundListener(Acceptor[OutboundPlan]):
     def counters(self, stats: Stats) -> Counters:
         return stats.outbound_entry(self.entry_id)
 
-    def begin(self, conn: Connection, leg: Leg, plan: OutboundPlan, snapshot: Snapshot) -> Coroutine[Any, Any, Outcome]:
+    def begin(self, conn: Connection, leg: Leg, plan: OutboundPlan, snapshot: Snapshot) -> None:
         conn.identified(plan.partner.id, self.host.stats.partner(plan.partner.id))
         conn.parm = plan.profile.profile.parm
         leg.pause_reading()  # nothing is read from the legacy side until the partner is reached and checked
-        return self._run(conn, leg, plan, snapshot)
+        self.host.spawn(serve(conn, self._run(conn, leg, plan, snapshot)))
 
     async def _dial(self, plan: OutboundPlan, limits_timeout: float) -> tuple[Leg, str] | tuple[None, str]:
         port = plan.partner.sap
@@ -64,7 +62,7 @@ class OutboundListener(Acceptor[OutboundPlan]):
                 )
         return None, "; ".join(failures)
 
-    async def _run(self, conn: Connection, leg: Leg, plan: OutboundPlan, snapshot: Snapshot) -> Outcome:
+    async def _run(self, conn: Connection, leg: Leg, plan: OutboundPlan, snapshot: Snapshot) -> Outcome | None:
         limits = snapshot.config.limits
         remote, where = await self._dial(plan, limits.connect_timeout)
         if remote is None:
@@ -78,7 +76,8 @@ class OutboundListener(Acceptor[OutboundPlan]):
         try:
             async with asyncio.timeout(limits.handshake_timeout):
                 tls = TlsEndpoint(profile.context, server_side=False, server_hostname=host if _is_name(host) else None)
-                facts = await remote.start_tls(tls)
+                remote.start_tls(tls)
+                facts = await remote.handshake_done()
         except TimeoutError:
             remote.abort()
             leg.close()
@@ -98,8 +97,5 @@ class OutboundListener(Acceptor[OutboundPlan]):
             remote.close()
             leg.close()
             return Outcome.refused(verdict.decision)
-        conn.relaying()
-        relay = Relay(leg, remote, limits.idle_timeout)
-        relay.start()
-        await relay.wait()
-        return relay_outcome(relay)
+        conn.relay(remote, limits.idle_timeout)
+        return None

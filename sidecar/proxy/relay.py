@@ -20,7 +20,12 @@ EOF and close. Each direction ends on its own (a real half-close):
 * the backend sends FIN → the client gets close_notify, then FIN, and may go on sending.
 When both directions have ended, or either side resets, or the idle timer fires, both
 transports are closed (`close()` flushes what is buffered first; `abort()` for resets and
-timeouts). `Relay.wait` returns the byte counts once both sockets are gone.
+timeouts). Once both sockets are gone the relay calls its `on_end`: no task waits for a relayed
+session, its end comes from the legs' `connection_lost`.
+
+Before relaying nothing waits on a future unless somebody asks to: a leg tells its handshake's
+end to `on_handshake` (the inbound path judges the session right there, in the callback), and
+`handshake_done()` / `wait_for_data()` make a future only for a task that awaits them.
 """
 
 from __future__ import annotations
@@ -59,8 +64,11 @@ class Leg(asyncio.BufferedProtocol):
         self.handshake_failed = False
         self.bytes_in = 0  # plaintext bytes received from this leg's socket
         self.bytes_out = 0  # plaintext bytes sent to it
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.handshake: asyncio.Future[TlsFacts] | None = None
+        self.lost = False  # connection_lost: the socket is gone
+        # The handshake's end, kept until released: facts, or why it failed.
+        self.handshake_result: TlsFacts | TlsError | None = None
+        self.on_handshake: Callable[[TlsFacts | TlsError], None] | None = None  # told once, when it ends
+        self.on_lost: Callable[[Leg], None] | None = None  # told after connection_lost (the relay's end)
         self.on_connection_made: Callable[[Leg], None] | None = None
         self.on_activity: Callable[[], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -95,7 +103,7 @@ class Leg(asyncio.BufferedProtocol):
                 else:
                     self._fail_handshake(TlsError("not a TLS handshake (plaintext on a TLS port)", "plaintext"))
                 return
-        handshake_finished = False
+        facts: TlsFacts | None = None  # set when this read completed the handshake
         try:
             self.tls.receive(data)
             if not self.tls.handshake_done:
@@ -103,25 +111,29 @@ class Leg(asyncio.BufferedProtocol):
                 self._flush_tls()
                 if not done:
                     return
-                handshake_finished = True
-                if self.handshake is not None and not self.handshake.done():
-                    self.handshake.set_result(self.tls.facts())
+                facts = self.tls.facts()
             result = self.tls.read()
         except TlsError as exc:
             self._flush_tls()  # the alert that tells the peer why
             if not self.tls.handshake_done:
                 self._fail_handshake(exc)
-            else:
-                self.error = f"TLS error: {exc}"
-                self._abort_both()
+                return
+            self.error = f"TLS error: {exc}"
+            self._abort_both()
+            if facts is not None:  # the handshake itself succeeded: its end is told all the same
+                self._handshake_ended(facts)
             return
         self._flush_tls()  # session tickets, key updates, alerts
-        if handshake_finished:
+        if facts is not None:
             self.tls.release_handshake_buffers()
         for chunk in result.chunks:
             self._deliver(chunk)
         if result.eof:
             self._on_eof()
+        if facts is not None:
+            # Told last, as a task waiting for the handshake would have seen it: with what came
+            # along with the client's Finished already held (the first bytes, even an EOF).
+            self._handshake_ended(facts)
 
     def eof_received(self) -> bool:
         if self.tls is not None and not self.tls.handshake_done:
@@ -135,11 +147,16 @@ class Leg(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and self.error is None:
             self.error = f"{type(exc).__name__}: {exc}"
+        self.lost = True
         if self.tls is not None and not self.tls.handshake_done:
             self._fail_handshake(TlsError("connection lost during the handshake", "reset"))
-        if not self.closed.done():
-            self.closed.set_result(None)
         self._wake()
+        self.end_peer()
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    def end_peer(self) -> None:
+        """This leg's socket is gone: close the joined one after a clean end, abort it after a reset."""
         peer = self.peer
         if peer is not None and not (self.got_eof and self.eof_sent):
             peer.abort()  # a reset on one side ends the other: no half-delivered stream looks complete
@@ -160,16 +177,40 @@ class Leg(asyncio.BufferedProtocol):
         return not self._first_bytes_seen if self.tls is not None else self.bytes_in == 0 and not self.held
 
     # ---- TLS ---------------------------------------------------------------------------------
-    def start_tls(self, tls: TlsEndpoint, initial: bytes = b"") -> asyncio.Future[TlsFacts]:
-        """Run TLS on this leg from now on; `initial` = ciphertext already read (sniffed bytes)."""
+    def start_tls(self, tls: TlsEndpoint, initial: bytes = b"") -> None:
+        """Run TLS on this leg from now on; `initial` = ciphertext already read (sniffed bytes).
+
+        The handshake's end goes to `on_handshake` (set it first) or waits for `handshake_done()`.
+        """
         self.tls = tls
-        self.handshake = self.loop.create_future()
         if not tls.handshake_done and not initial and not tls.server_side:
             tls.do_handshake()  # client side speaks first
             self._flush_tls()
         if initial:
             self._on_bytes(memoryview(initial))
-        return self.handshake
+
+    async def handshake_done(self) -> TlsFacts:
+        """The handshake's facts once it has ended; raises its TlsError if it failed."""
+        result = self.handshake_result
+        if result is None:
+            waiter: asyncio.Future[TlsFacts | TlsError] = self.loop.create_future()
+
+            def tell(ended: TlsFacts | TlsError) -> None:
+                if not waiter.done():  # the waiting task may have been cancelled meanwhile
+                    waiter.set_result(ended)
+
+            self.on_handshake = tell
+            result = await waiter
+        if isinstance(result, TlsError):
+            raise result
+        return result
+
+    def _handshake_ended(self, result: TlsFacts | TlsError) -> None:
+        self.handshake_result = result
+        callback = self.on_handshake
+        if callback is not None:
+            self.on_handshake = None
+            callback(result)
 
     def _flush_tls(self) -> None:
         assert self.tls is not None
@@ -181,10 +222,8 @@ class Leg(asyncio.BufferedProtocol):
         if self.handshake_failed:
             return
         self.handshake_failed = True
-        if self.handshake is not None and not self.handshake.done():
-            self.handshake.set_exception(exc)
-            self.handshake.exception()  # retrieved here: the handler may already be gone
         self.abort()
+        self._handshake_ended(exc)
 
     # ---- data ---------------------------------------------------------------------------------
     def _deliver(self, chunk: bytes | memoryview) -> None:
@@ -281,14 +320,16 @@ class Leg(asyncio.BufferedProtocol):
     def release(self) -> None:
         """The connection's handler is done with this leg: drop what ties it into reference cycles.
 
-        `peer` and `on_activity` join the two legs and the relay; a failed handshake's future holds
-        a TlsError whose traceback holds this leg. Released, a finished connection (its SSL object
-        and buffers included) is freed at once by reference counting instead of waiting for the
-        cyclic garbage collector. Counters stay readable.
+        `peer`, `on_activity` and `on_lost` join the two legs and the relay; a failed handshake's
+        TlsError has a traceback that holds this leg. Released, a finished connection (its SSL
+        object and buffers included) is freed at once by reference counting instead of waiting for
+        the cyclic garbage collector. Counters stay readable.
         """
-        self.handshake = None
+        self.handshake_result = None
+        self.on_handshake = None
         self.peer = None
         self.on_activity = None
+        self.on_lost = None
         self.on_connection_made = None
 
     # ---- waiting (used before relaying) ------------------------------------------------------
@@ -299,7 +340,7 @@ class Leg(asyncio.BufferedProtocol):
 
     async def wait_for_data(self, minimum: int = 1) -> None:
         """Wait until `minimum` bytes are held, EOF, or the connection is gone."""
-        while len(self.held) < minimum and not self.got_eof and not self.closed.done():
+        while len(self.held) < minimum and not self.got_eof and not self.lost:
             self.resume_reading()
             self._waiter = self.loop.create_future()
             try:
@@ -314,13 +355,14 @@ class Leg(asyncio.BufferedProtocol):
 
 
 class Relay:
-    """Joins two legs and waits until both sockets are closed."""
+    """Joins two legs; calls `on_end` once both sockets are gone."""
 
-    def __init__(self, client: Leg, server: Leg, idle_timeout: float) -> None:
+    def __init__(self, client: Leg, server: Leg, idle_timeout: float, on_end: Callable[[Relay], None]) -> None:
         self.client = client
         self.server = server
         self.idle_timeout = idle_timeout
         self.timed_out = False
+        self.on_end: Callable[[Relay], None] | None = on_end
         self._loop = client.loop
         self._timer: asyncio.TimerHandle | None = None
 
@@ -343,6 +385,11 @@ class Relay:
         for leg in (client, server):
             leg._close_if_done()
         self._timer = self._loop.call_at(self._last + self.idle_timeout, self._check_idle)
+        client.on_lost = server.on_lost = self._leg_lost
+        for leg in (client, server):
+            if leg.lost:  # gone before the join (the client left during the dial): end the other one too
+                leg.end_peer()
+        self._leg_lost(client)
 
     def _touch(self) -> None:
         self._last = self._loop.time()
@@ -356,14 +403,12 @@ class Relay:
         self.client.abort()
         self.server.abort()
 
-    async def wait(self) -> None:
-        try:
-            # One after the other rather than gather(): the same wait (these futures only ever get
-            # a result), without a gathering future and its callbacks held for every idle
-            # connection (~1 KB each, measured with tracemalloc).
-            await self.client.closed
-            await self.server.closed
-        finally:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+    def _leg_lost(self, leg: Leg) -> None:
+        if not (self.client.lost and self.server.lost):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        on_end, self.on_end = self.on_end, None
+        if on_end is not None:
+            on_end(self)

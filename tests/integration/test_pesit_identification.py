@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sidecar.admin import counters_now
 from ..conftest import LogCapture
 from ..support.env import Pki, Sidecar, base_config
 from ..support.pesit_backend import PesitBackend
+from .test_admin import eventually
 
 
 @pytest.fixture
@@ -179,6 +181,37 @@ async def test_backend_nak0_is_passed_to_the_client(pki: Pki, workdir: Path) -> 
         await sidecar.stop()
         await backend.stop()
     assert answer == ACK + pesit.frame(pesit.NAK0, True)
+
+
+async def test_a_client_gone_while_the_backend_is_dialled_ends_the_backend_connection_too(
+    pki: Pki, workdir: Path, captured_logs: LogCapture
+) -> None:
+    """The client leaves while the proxy replays its LOGON to a slow backend: once the backend
+    answers, its connection is closed at once — not left open until the idle timeout."""
+    backend = PesitBackend(logon_delay=0.5)
+    port = await backend.start()
+    connect = pesit.frame(pesit.encode_connect("PARIS", "SERVER"), True)
+    try:
+        async with Sidecar(workdir, _config(pki, port)) as sidecar:  # idle_timeout 30 s
+            runtime = sidecar.runtime
+            assert runtime is not None
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1",
+                sidecar.port(),
+                ssl=pki.client_context(pki.client, stem="gone"),
+                server_hostname="localhost",
+            )
+            writer.write(LOGON + connect)
+            assert await asyncio.wait_for(reader.readexactly(len(ACK)), 5) == ACK  # the proxy's own ACK0
+            await eventually(lambda: len(backend.received) == 1)  # the backend is being dialled
+            # A reset, not a FIN (which the proxy would pass on as an EOF): the client is just gone.
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            await eventually(lambda: not runtime.connections and len(backend.ended) == 1, timeout=5)
+    finally:
+        await backend.stop()
+    close = captured_logs.of("close")[0]
+    assert (close["decision"], close["reason"], close["partner"]) == ("accept", "reset", "PARIS")
 
 
 async def test_identify_certificate_uses_the_verified_cn(pki: Pki, workdir: Path, captured_logs: LogCapture) -> None:

@@ -10,9 +10,11 @@ from sidecar import pesit
 class PesitBackend:
     """Answers ACK0 to a LOGON and ACONNECT to a CONNECT, then echoes; records every byte received."""
 
-    def __init__(self, refuse_logon: bool = False) -> None:
+    def __init__(self, refuse_logon: bool = False, logon_delay: float = 0.0) -> None:
         self.received: list[bytearray] = []
         self.refuse_logon = refuse_logon
+        self.logon_delay = logon_delay  # seconds before the answer to a LOGON (a slow backend)
+        self.ended: list[bytearray] = []  # of `received`, the connections the other side has closed
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -27,6 +29,7 @@ class PesitBackend:
             received.extend(head)
             if head[:2] == b"\x00\x18" and head[2] == 0xD7:  # framed LOGON ("P" in EBCDIC)
                 received.extend(await reader.readexactly(22))
+                await asyncio.sleep(self.logon_delay)
                 writer.write(pesit.frame(pesit.NAK0 if self.refuse_logon else pesit.ACK0, True))
                 if self.refuse_logon:
                     return
@@ -44,6 +47,7 @@ class PesitBackend:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.ended.append(received)
             writer.close()
 
     async def stop(self) -> None:
