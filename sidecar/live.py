@@ -10,9 +10,11 @@ transfers last hours, so with `live_recheck: true` the same pure function judges
   client profile's checks, only when they changed); a refusal closes it with `revoked_live`;
 * when its time limit passes (`Verdict.time_limit`: the end of the deciding SSLAUTH ACCEPT's
   /EDATE//ETIME window, or the client certificate's notAfter, whichever comes first); a refusal
-  then closes it with `expired_live`. One `loop.call_at` timer per session, for its earliest limit,
-  armed when it starts relaying, re-armed by each re-judgement, cancelled when it ends
-  (`Connection.end`): nothing polls the connections.
+  then closes it with `expired_live`. A session's earliest limit is armed when it starts relaying,
+  re-armed by each re-judgement, dropped when it ends (`detach`): nothing polls the connections.
+  Sessions whose limit is the same instant — every session of one client certificate — share one
+  `loop.call_at` timer (`_Expiry`), so a thousand sessions of one partner cost one timer, not a
+  thousand (~0.6 KB each).
 
 Which sessions. The reload re-judges sessions that are relaying. A session still in its handshake,
 identification or backend dial when the swap happens takes its verdict on the snapshot it was
@@ -33,8 +35,8 @@ side that does not read its last bytes within `CLOSE_GRACE` seconds is aborted.
 
 Cost. The re-judgement runs on the event loop in slices of at most `SLICE_SECONDS`, yielding
 between them, so that relays keep flowing during a reload that re-judges thousands of sessions.
-A session that starts relaying pays for its time limit (the certificate's notAfter, and one
-indexed SSLAUTH evaluation only when the file has an /EDATE) and one timer.
+A session that starts relaying pays for a dictionary entry: its time limit is its verdict's, and
+the timer is its certificate's.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -90,6 +92,14 @@ class Rejudged:
 
 
 @dataclass(slots=True)
+class _Expiry:
+    """The sessions whose time limit is one instant, and the one timer that judges them then."""
+
+    timer: asyncio.TimerHandle
+    sessions: dict[int, Connection] = field(default_factory=dict)  # by Connection.id
+
+
+@dataclass(slots=True)
 class RecheckReport:
     rechecked: int = 0
     revoked: int = 0
@@ -105,12 +115,17 @@ class LivePolicy:
         # The wall clock time limits are judged on; a test may shift it (the loop's timers still
         # run on the monotonic clock: a limit is converted to a delay when it is armed).
         self.clock: Callable[[], datetime] = local_now
+        self._expiries: dict[datetime, _Expiry] = {}  # by instant (aware datetimes: equal instants, one key)
 
     # ---- a session's lifecycle ----------------------------------------------------------------
     def attach(self, conn: Connection) -> None:
         """A connection was accepted under the current snapshot."""
         conn.generation = self.host.snapshot.generation
         conn.on_relaying = self.started
+
+    def detach(self, conn: Connection) -> None:
+        """The connection ended: it no longer waits for its time limit."""
+        self._disarm(conn)
 
     def started(self, conn: Connection) -> None:
         """The session was accepted and starts relaying now (called before the legs are joined)."""
@@ -194,25 +209,41 @@ class LivePolicy:
             # An SSLAUTH end is a local wall-clock time: the zone's rules for that day give its
             # instant (a window ending after a daylight-saving change ends at the right hour).
             at = at.replace(tzinfo=None).astimezone()
-        # The connection's own loop: asyncio.get_running_loop() costs a getpid() per call on Python 3.11.
-        loop = conn.client.loop if conn.client is not None else asyncio.get_running_loop()
-        delay = max(0.0, (at - self.clock()).total_seconds())
-        conn.time_limit_timer = loop.call_at(loop.time() + delay, self._limit_reached, conn)
+        expiry = self._expiries.get(at)
+        if expiry is None:
+            # The connection's own loop: asyncio.get_running_loop() costs a getpid() per call on Python 3.11.
+            loop = conn.client.loop if conn.client is not None else asyncio.get_running_loop()
+            delay = max(0.0, (at - self.clock()).total_seconds())
+            expiry = self._expiries[at] = _Expiry(loop.call_at(loop.time() + delay, self._limit_reached, at))
+        expiry.sessions[conn.id] = conn
+        conn.time_limit_at = at
+        conn.time_limit_timer = expiry.timer
 
-    @staticmethod
-    def _disarm(conn: Connection) -> None:
-        if conn.time_limit_timer is not None:
-            conn.time_limit_timer.cancel()
-            conn.time_limit_timer = None
+    def _disarm(self, conn: Connection) -> None:
+        at = conn.time_limit_at
+        if at is None:
+            return
+        conn.time_limit_at = conn.time_limit_timer = None
+        expiry = self._expiries.get(at)
+        if expiry is not None:
+            expiry.sessions.pop(conn.id, None)
+            if not expiry.sessions:  # the last session of that instant: its timer goes too
+                expiry.timer.cancel()
+                del self._expiries[at]
 
-    def _limit_reached(self, conn: Connection) -> None:
-        try:
-            self._judge_at_limit(conn)
-        except Exception as exc:  # a timer callback: say so in our own words, not the loop's
-            logs.event("internal_error", logging.ERROR, conn=conn.id, error=f"time limit: {type(exc).__name__}: {exc}")
+    def _limit_reached(self, at: datetime) -> None:
+        expiry = self._expiries.pop(at, None)
+        if expiry is None:
+            return
+        for conn in expiry.sessions.values():
+            conn.time_limit_at = conn.time_limit_timer = None
+            try:
+                self._judge_at_limit(conn)
+            except Exception as exc:  # a timer callback: say so in our own words, not the loop's
+                error = f"time limit: {type(exc).__name__}: {exc}"
+                logs.event("internal_error", logging.ERROR, conn=conn.id, error=error)
 
     def _judge_at_limit(self, conn: Connection) -> None:
-        conn.time_limit_timer = None
         if conn.ending is not None or conn.id not in self.host.connections:
             return
         now = self.clock()

@@ -140,6 +140,7 @@ class Runtime:
 
     def closed(self, conn: Connection) -> None:
         self.connections.pop(conn.id, None)
+        self.live.detach(conn)
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()
 

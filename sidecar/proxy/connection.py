@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from .. import logs
@@ -110,7 +111,8 @@ class Connection:
     generation: int = 0
     time_limit: TimeLimit | None = None  # of the verdict that accepted it (inbound, `live_recheck` on)
     on_relaying: Callable[[Connection], None] | None = None
-    time_limit_timer: asyncio.TimerHandle | None = None
+    time_limit_at: datetime | None = None  # the instant of its armed time limit (live.LivePolicy)
+    time_limit_timer: asyncio.TimerHandle | None = None  # shared by the sessions of that instant
     ending: Outcome | None = None
 
     @classmethod
@@ -198,9 +200,6 @@ class Connection:
 
     def end(self, outcome: Outcome) -> None:
         """Count the connection as ended and write its one close line."""
-        if self.time_limit_timer is not None:
-            self.time_limit_timer.cancel()
-            self.time_limit_timer = None
         self.on_relaying = None
         if self.ending is not None:
             outcome = self.ending

@@ -169,6 +169,36 @@ async def test_a_certificate_expiring_during_a_session_closes_it_at_not_after(
     assert "notAfter" in str(line["detail"])
 
 
+async def test_sessions_of_one_certificate_all_close_at_its_not_after_though_one_ended_before(
+    pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    """The sessions of one certificate share their time limit's timer: one of them ending early
+    leaves the others' limit armed, and at notAfter every one still open is closed."""
+    config = admin_config(pki, backend.port)
+    not_after = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
+    short = issue(pki.root, "/C=US/O=ACME/OU=Paris/CN=PARIS", not_after=not_after)
+    context = pki.client_context(short, stem="shared")
+    async with running(workdir, config) as (sidecar, http):
+        assert sidecar.runtime is not None
+        sessions = [await Session.open(sidecar.port(), context) for _ in range(3)]
+        try:
+            for session in sessions:
+                assert await session.echo(b"while valid") == b"while valid"
+            await sessions[0].close()  # ends long before notAfter
+            await eventually(lambda: len(sidecar.runtime.connections) == 2)  # type: ignore[union-attr]
+            _, listed = await get_json(http, sidecar.url("/connections"))
+            assert [0 < live["closes_in_s"] <= 3 for live in listed] == [True, True]
+            for session in sessions[1:]:
+                await session.wait_closed_by_proxy(timeout=10)
+        finally:
+            for session in sessions:
+                await session.close()
+        assert dt.datetime.now(dt.UTC) < not_after + dt.timedelta(seconds=2)
+        await eventually(lambda: not sidecar.runtime.connections)  # type: ignore[union-attr]
+    reasons = sorted(line["reason"] for line in captured_logs.of("close"))
+    assert reasons == ["eof", "expired_live", "expired_live"]
+
+
 async def test_an_sslauth_window_ending_during_a_session_closes_it_at_the_end_of_etime(
     pki: Pki, backend: EchoBackend, workdir: Path, captured_logs: LogCapture
 ) -> None:
