@@ -70,7 +70,7 @@ class Leg(asyncio.BufferedProtocol):
         self.on_handshake: Callable[[TlsFacts | TlsError], None] | None = None  # told once, when it ends
         self.on_lost: Callable[[Leg], None] | None = None  # told after connection_lost (the relay's end)
         self.on_connection_made: Callable[[Leg], None] | None = None
-        self.on_activity: Callable[[], None] | None = None
+        self.last_read = 0.0  # loop time of the last read while relaying (the relay's idle timer)
         self._waiter: asyncio.Future[None] | None = None
         self._first_bytes_seen = False
         self._reading_paused = False
@@ -86,14 +86,40 @@ class Leg(asyncio.BufferedProtocol):
         return _read_view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._on_bytes(_read_view[:nbytes])
+        peer = self.peer
+        if peer is None:
+            self._on_bytes(_read_view[:nbytes])
+            return
+        # Relaying (joined, past the handshake): every transfer's hot path, in as few calls as it
+        # takes — one chunk of a 1-byte round trip and one of a bulk transfer cost the same calls.
+        self.last_read = self.loop.time()
+        tls = self.tls
+        if tls is None:
+            self.bytes_in += nbytes
+            # A TLS peer encrypts the bytes before `send` returns: no copy needed. A plaintext
+            # transport may keep a view: it gets its own copy.
+            peer.send(_read_view[:nbytes] if peer.tls is not None else bytes(_read_view[:nbytes]))
+            return
+        try:
+            result = tls.read(_read_view[:nbytes])
+        except TlsError as exc:
+            self._flush_tls()  # the alert that tells the peer why
+            self.error = f"TLS error: {exc}"
+            self._abort_both()
+            return
+        records = tls.take_output()  # key updates, alerts: rare, and then sent before the data
+        if records and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(records)
+        for chunk in result.chunks:
+            self.bytes_in += len(chunk)
+            peer.send(chunk)
+        if result.eof:
+            self._on_eof()
 
     def _on_bytes(self, data: memoryview) -> None:
+        """Bytes read before relaying (or sniffed ones): the handshake, then plaintext to hold."""
         if self.tls is None:
-            peer = self.peer
-            # A TLS peer encrypts the bytes before `send` returns: no copy needed. Anything else
-            # (held, or a plaintext transport that may keep a view) gets its own copy.
-            self._deliver(data if peer is not None and peer.tls is not None else bytes(data))
+            self._hold(bytes(data))  # a copy: `data` is the shared read buffer
             return
         if not self._first_bytes_seen:
             self._first_bytes_seen = True
@@ -127,7 +153,7 @@ class Leg(asyncio.BufferedProtocol):
         if facts is not None:
             self.tls.release_handshake_buffers()
         for chunk in result.chunks:
-            self._deliver(chunk)
+            self._hold(chunk)
         if result.eof:
             self._on_eof()
         if facts is not None:
@@ -226,13 +252,9 @@ class Leg(asyncio.BufferedProtocol):
         self._handshake_ended(exc)
 
     # ---- data ---------------------------------------------------------------------------------
-    def _deliver(self, chunk: bytes | memoryview) -> None:
+    def _hold(self, chunk: bytes | memoryview) -> None:
+        """Plaintext read before relaying: kept for the inbound handler, then for the relay to pass on."""
         self.bytes_in += len(chunk)
-        if self.on_activity is not None:
-            self.on_activity()
-        if self.peer is not None:
-            self.peer.send(chunk)
-            return
         self.held.extend(chunk)
         if len(self.held) > HOLD_LIMIT and self.transport is not None:
             self.pause_reading()
@@ -243,16 +265,18 @@ class Leg(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing():
             return
         self.bytes_out += len(data)
-        if self.tls is None:
+        tls = self.tls
+        if tls is None:
             transport.write(data)
             return
         try:
-            self.tls.write(data)
+            records = tls.encrypt(data)
         except TlsError as exc:
             self.error = f"TLS error: {exc}"
             self._abort_both()
             return
-        self._flush_tls()
+        if records:
+            transport.write(records)
 
     def send_eof(self) -> None:
         """Our direction towards this leg's socket is finished."""
@@ -320,7 +344,7 @@ class Leg(asyncio.BufferedProtocol):
     def release(self) -> None:
         """The connection's handler is done with this leg: drop what ties it into reference cycles.
 
-        `peer`, `on_activity` and `on_lost` join the two legs and the relay; a failed handshake's
+        `peer` and `on_lost` join the two legs and the relay; a failed handshake's
         TlsError has a traceback that holds this leg. Released, a finished connection (its SSL
         object and buffers included) is freed at once by reference counting instead of waiting for
         the cyclic garbage collector. Counters stay readable.
@@ -328,7 +352,6 @@ class Leg(asyncio.BufferedProtocol):
         self.handshake_result = None
         self.on_handshake = None
         self.peer = None
-        self.on_activity = None
         self.on_lost = None
         self.on_connection_made = None
 
@@ -369,8 +392,7 @@ class Relay:
     def start(self, replay_to_server: bytes = b"", replay_to_client: bytes = b"") -> None:
         client, server = self.client, self.server
         client.peer, server.peer = server, client
-        client.on_activity = server.on_activity = self._touch
-        self._touch()
+        client.last_read = server.last_read = self._loop.time()
         if replay_to_server:
             server.send(replay_to_server)
         if replay_to_client:
@@ -384,18 +406,15 @@ class Relay:
                 leg.peer.send_eof()
         for leg in (client, server):
             leg._close_if_done()
-        self._timer = self._loop.call_at(self._last + self.idle_timeout, self._check_idle)
+        self._timer = self._loop.call_at(client.last_read + self.idle_timeout, self._check_idle)
         client.on_lost = server.on_lost = self._leg_lost
         for leg in (client, server):
             if leg.lost:  # gone before the join (the client left during the dial): end the other one too
                 leg.end_peer()
         self._leg_lost(client)
 
-    def _touch(self) -> None:
-        self._last = self._loop.time()
-
     def _check_idle(self) -> None:
-        deadline = self._last + self.idle_timeout
+        deadline = max(self.client.last_read, self.server.last_read) + self.idle_timeout
         if self._loop.time() < deadline:
             self._timer = self._loop.call_at(deadline, self._check_idle)
             return

@@ -1,7 +1,7 @@
 """TLS over memory BIOs: pyOpenSSL's `Connection(ctx, None)` fed by whatever transport owns the socket.
 
 The endpoint knows nothing of sockets or asyncio: ciphertext goes in with `receive`, out with
-`take_output`; plaintext comes out of `read` and goes in with `write`. `proxy.relay` drives it
+`take_output`; plaintext comes out of `read` and goes in with `encrypt`. `proxy.relay` drives it
 from uvloop transports.
 
 Hot path. pyOpenSSL's `recv`/`bio_read` allocate a fresh buffer of the requested size per call and
@@ -51,6 +51,7 @@ class _Scratch:
         self.buffer = _allocate("char[]", size)
 
     def take(self, length: int) -> bytes | memoryview:
+        # The callers on the hot path copy small results themselves: `_ffi.buffer(buffer, n)[:]`.
         if length < HANDOVER_MIN:
             copied: bytes = _ffi.buffer(self.buffer, length)[:]
             return copied
@@ -159,6 +160,9 @@ class TlsEndpoint:
         n = _lib.BIO_read(self._from, _ciphertext.buffer, _OUTPUT_CHUNK)
         if n <= 0:
             return b""
+        if n < HANDOVER_MIN:
+            copied: bytes = _ffi.buffer(_ciphertext.buffer, n)[:]  # `take`'s copy, without the call
+            return copied
         if n < _OUTPUT_CHUNK:
             return _ciphertext.take(n)
         # More than one buffer's worth (rare): joined, so copied anyway; the buffer stays ours.
@@ -247,13 +251,18 @@ class TlsEndpoint:
         return 0 if chain == _ffi.NULL else int(_lib.sk_X509_num(chain))
 
     # ---- plaintext side --------------------------------------------------------------------
-    def read(self) -> ReadResult:
-        """All plaintext that the received ciphertext decrypts to.
+    def read(self, received: memoryview | None = None) -> ReadResult:
+        """All plaintext that the received ciphertext decrypts to; `received` = ciphertext just
+        read from the network, fed first (what `receive` does, in the same call).
 
         `SSL_read` returns one TLS record (at most 16 KiB) per call; the records of one socket read
         are decrypted side by side into the read buffer and leave as one chunk, so the other leg
         makes one `send()` for them instead of one per record.
         """
+        if received is not None:  # `receive`, inlined: this is every TLS read's path while relaying
+            length = len(received)
+            if _lib.BIO_write(self._into, _ffi.from_buffer(received), length) != length:
+                raise TlsError("cannot buffer incoming TLS data")
         chunks: list[bytes | memoryview] = []
         filled = 0
         while True:
@@ -265,7 +274,10 @@ class TlsEndpoint:
                     filled = 0
                 continue
             if filled:
-                chunks.append(_plaintext.take(filled))
+                # `take`'s copy, without the call, for the usual small read
+                chunks.append(
+                    _ffi.buffer(_plaintext.buffer, filled)[:] if filled < HANDOVER_MIN else _plaintext.take(filled)
+                )
             error = _lib.SSL_get_error(self._ssl, n)
             if error == _WANT_READ:
                 return ReadResult(chunks, False)
@@ -277,18 +289,28 @@ class TlsEndpoint:
                 raise TlsError(_describe(exc)) from None
             raise TlsError(f"TLS read failed (SSL error {error})")
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt plaintext; the records are then in `take_output`."""
-        view = memoryview(data)
-        while view:
-            n = _lib.SSL_write(self._ssl, _ffi.from_buffer(view), len(view))
-            if n <= 0:
+    def encrypt(self, data: bytes | bytearray | memoryview) -> bytes | memoryview:
+        """The TLS records for this plaintext (with any output pending before it), to send."""
+        length = len(data)
+        # One SSL_write for a relayed chunk up to a record's size (16 KiB), the usual case;
+        # pyOpenSSL's partial-writes mode writes a record per call, so more goes on in the loop.
+        written = _lib.SSL_write(self._ssl, _ffi.from_buffer(data), length) if length else 0
+        if written != length:
+            self._write_rest(memoryview(data), written)
+        return self.take_output()
+
+    def _write_rest(self, view: memoryview, written: int) -> None:
+        while True:
+            if written <= 0:
                 try:
-                    self._conn._raise_ssl_error(self._ssl, n)
+                    self._conn._raise_ssl_error(self._ssl, written)
                 except SSL.Error as exc:
                     raise TlsError(_describe(exc)) from None
                 raise TlsError("TLS write failed")
-            view = view[n:]
+            view = view[written:]
+            if not view:
+                return
+            written = _lib.SSL_write(self._ssl, _ffi.from_buffer(view), len(view))
 
     def close_notify(self) -> None:
         """Send our close_notify (our direction is finished); the peer may still send."""
