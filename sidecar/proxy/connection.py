@@ -1,16 +1,17 @@
 """One connection's lifecycle, the same for inbound listeners and outbound (client mode) entries.
 
     accepted -> Connection.open, host.opened -> Acceptor.begin
-             -> callbacks (a TLS handshake) and/or a task (`serve`: reading, dialling) while
-                it waits for something it asked for
+             -> callbacks (a TLS handshake, a PeSIT CONNECT) and/or a task (`serve`: the
+                backend dial; reading before a handshake)
              -> Connection.relay: the legs joined, no task; the relay's end comes from the sockets
              -> Connection.finish(outcome): the legs released, Connection.end (counters and the
                 one `close` log line), host.closed
 
-A connection has a task only while it waits on something it started (a backend dial, a PeSIT
-CONNECT): the handshake is driven by the leg's callbacks and a relayed session by its sockets',
-so an idle relayed session holds no task, no coroutine frame and no future, and a handshake
-resumes no stack of coroutines.
+A connection has a task only while it waits on something it started (the backend dial) or reads
+before its handshake (a balancer's PROXY header, plaintext sniffing): the handshake and a PeSIT
+CONNECT are read by the leg's callbacks and a relayed session is driven by its sockets', so an idle
+relayed session holds no task, no coroutine frame and no future, and a handshake resumes no
+stack of coroutines.
 
 Listeners see the process through `ConnectionHost`, a narrow interface (the current snapshot, the
 stats, whether it is draining, the table of open connections, and "run this task"), not through
@@ -349,7 +350,8 @@ _INTERNAL_ERROR = Outcome("closed", CloseReason.INTERNAL_ERROR)
 
 
 async def serve(conn: Connection, work: Coroutine[Any, Any, Outcome | None]) -> None:
-    """A connection's task: run its work, then finish it with the outcome — or leave it relaying (None).
+    """A connection's task: run its work, then finish it with the outcome — or, for None, leave it
+    to go on without a task (relaying, or reading a PeSIT CONNECT by the leg's callbacks).
 
     Cancelled (a drain out of time), it closes both sides and says `shutdown`; a bug is logged and
     closes only this connection: the process carries on.

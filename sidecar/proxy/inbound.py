@@ -50,6 +50,86 @@ class Session:
         return pesit.frame(pesit.encode_rconnect(self.connect.src, diagnostic), framed)
 
 
+class _Identification:
+    """`identify: pesit` on one connection: the optional LOGON (answered ACK0 here) and the CONNECT,
+    read by the leg's callbacks as they arrive, within what is left of the handshake timeout; then
+    the verdict, and what it says. Nothing reaches the backend before."""
+
+    __slots__ = ("conn", "first", "handshake_by", "leg", "listener", "now", "plan", "reader", "session", "snapshot",
+                 "timer")  # fmt: skip
+
+    def __init__(
+        self, listener: InboundListener, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot,
+        first: Verdict, now: datetime, handshake_by: float,
+    ) -> None:  # fmt: skip
+        self.listener, self.conn, self.leg, self.plan, self.snapshot = listener, conn, leg, plan, snapshot
+        self.first, self.now, self.handshake_by = first, now, handshake_by
+        self.reader = pesit.ConnectReader()
+        self.session = Session()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.timer = self.listener.loop.call_at(self.handshake_by, self._timed_out)
+        self.leg.on_data = self._on_data
+        self._on_data()  # what came with the end of the handshake
+
+    def _stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.leg.on_data = None
+
+    def _timed_out(self) -> None:
+        self._stop()
+        self.leg.abort()
+        self.conn.finish(Outcome("reject", CloseReason.IDENTIFICATION_TIMEOUT, "no identification in time"))
+
+    def _on_data(self) -> None:
+        try:
+            received = self._read()
+            if received is None:
+                self.leg.resume_reading()  # held data was taken: below the hold limit again
+                return
+            self._stop()
+            if isinstance(received, Outcome):
+                self.conn.finish(received)
+                return
+            conn = self.conn
+            conn.session = SessionFacts(conn.facts, conn.peer_host,
+                                        PesitClaim(received.connect.requester, received.connect.password))  # fmt: skip
+            verdict = judge(self.plan.policy, conn.session, self.now, listener=self.first)
+            self.listener.go_on(
+                conn, self.listener.act(conn, self.leg, self.plan, self.snapshot, verdict, self.session)
+            )
+        except Exception as exc:  # a socket callback: a bug closes this connection, nothing else
+            self._stop()
+            self.conn.fail(exc)
+
+    def _read(self) -> pesit.ConnectReceived | Outcome | None:
+        """What was held so far, fed to the reader: the CONNECT, a refusal, or None (more to come)."""
+        leg, session = self.leg, self.session
+        result = self.reader.feed(leg.take_held())
+        while True:
+            if isinstance(result, pesit.LogonReceived):
+                leg.send(result.reply)
+                session.logon_length = len(result.logon.raw) + (pesit.NSDU_PREFIX_LENGTH if result.framed else 0)
+                result = self.reader.feed(b"")  # the CONNECT may already be here
+                continue
+            if isinstance(result, pesit.ConnectReceived):
+                session.replay = result.consumed + result.extra
+                session.connect = result.connect
+                return result
+            if isinstance(result, pesit.ProtocolError):
+                if result.reply is not None:
+                    leg.send(result.reply)
+                self.conn.log_cft(CftMessage("CFTH20E", f"CFTH20E Invalid CONNECT FPDU {result.message}", "error"))
+                leg.close()
+                return Outcome.refused(Decision.deny(Reason.PROTOCOL, result.message))
+            if leg.got_eof or leg.lost:
+                leg.close()
+                return Outcome.refused(Decision.deny(Reason.PROTOCOL, "connection closed before the PeSIT CONNECT"))
+            return None
+
+
 class BackendDown(OSError):
     """The backend is known to be down: not dialled at all."""
 
@@ -102,8 +182,8 @@ class InboundListener(Acceptor[ListenerPlan]):
 
     The usual connection (a TLS listener, `plaintext: refuse`, no balancer in front) has no task
     until its handshake is done: the leg's callbacks drive the handshake and tell `_handshaken`,
-    which judges the session there and then; a task starts only to read a PeSIT CONNECT or to
-    dial the backend, and ends when relaying starts. A balancer's PROXY header, `plaintext: allow`
+    which judges the session there and then (after reading its PeSIT CONNECT by callbacks too,
+    `_Identification`); a task starts only to dial the backend, and ends when relaying starts. A balancer's PROXY header, `plaintext: allow`
     and plaintext listeners read before the handshake and run in a task from the accept (`_run`).
     Both paths go through the same steps after the handshake (`_after_handshake`, `_act`).
     """
@@ -152,13 +232,16 @@ class InboundListener(Acceptor[ListenerPlan]):
             if isinstance(result, TlsError):
                 conn.finish(self._handshake_error(conn, leg, result, snapshot))
                 return
-            next_step = self._after_handshake(conn, leg, plan, snapshot, result, handshake_by)
-            if isinstance(next_step, Outcome):
-                conn.finish(next_step)
-            else:
-                self.host.spawn(serve(conn, next_step))
+            self.go_on(conn, self._after_handshake(conn, leg, plan, snapshot, result, handshake_by))
         except Exception as exc:  # a socket callback: a bug closes this connection, nothing else
             conn.fail(exc)
+
+    def go_on(self, conn: Connection, next_step: Outcome | Coroutine[Any, Any, Outcome | None] | None) -> None:
+        """From a callback: finish with an outcome, or start the task for the work that follows."""
+        if isinstance(next_step, Outcome):
+            conn.finish(next_step)
+        elif next_step is not None:
+            self.host.spawn(serve(conn, next_step))
 
     async def _run(
         self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, behind_balancer: bool,
@@ -187,7 +270,7 @@ class InboundListener(Acceptor[ListenerPlan]):
         finally:
             deadline.disarm()
         next_step = self._after_handshake(conn, leg, plan, snapshot, facts, handshake_by)
-        return next_step if isinstance(next_step, Outcome) else await next_step
+        return next_step if next_step is None or isinstance(next_step, Outcome) else await next_step
 
     def _handshake_error(self, conn: Connection, leg: Leg, exc: TlsError, snapshot: Snapshot) -> Outcome:
         leg.abort()
@@ -201,11 +284,12 @@ class InboundListener(Acceptor[ListenerPlan]):
     def _after_handshake(
         self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, facts: TlsFacts | None,
         handshake_by: float,
-    ) -> Outcome | Coroutine[Any, Any, Outcome | None]:  # fmt: skip
+    ) -> Outcome | Coroutine[Any, Any, Outcome | None] | None:  # fmt: skip
         """Judge the session on its handshake (None: a plaintext session).
 
-        Returns the outcome to finish with, or the work its task goes on with: reading the PeSIT
-        CONNECT when the listener identifies by it, else the backend dial.
+        Returns the outcome to finish with, the work its task goes on with (the backend dial), or
+        None when the listener identifies by PeSIT: the CONNECT is then read by the leg's callbacks
+        (`_Identification`), which go on from there.
         """
         conn.facts = facts
         if facts is not None:
@@ -219,35 +303,12 @@ class InboundListener(Acceptor[ListenerPlan]):
         now = datetime.now().astimezone()
         first = judge_listener(plan.policy, facts, now)
         if first.pending_identification:
-            return self._identify(conn, leg, plan, snapshot, first, now, handshake_by)
+            _Identification(self, conn, leg, plan, snapshot, first, now, handshake_by).start()
+            return None
         conn.session = SessionFacts(facts, conn.peer_host)
-        return self._act(conn, leg, plan, snapshot, judge(plan.policy, conn.session, now, listener=first), Session())
+        return self.act(conn, leg, plan, snapshot, judge(plan.policy, conn.session, now, listener=first), Session())
 
-    async def _identify(
-        self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, first: Verdict, now: datetime,
-        handshake_by: float,
-    ) -> Outcome | None:  # fmt: skip
-        """`identify: pesit`: read the CONNECT within what is left of the handshake timeout, judge, go on."""
-        session = Session()
-        deadline = Deadline(self.loop)
-        deadline.arm_at(handshake_by)
-        try:
-            received = await self._read_pesit(conn, leg, session)
-        except asyncio.CancelledError:
-            if not deadline.timed_out():
-                raise
-            leg.abort()
-            return Outcome("reject", CloseReason.IDENTIFICATION_TIMEOUT, "no identification in time")
-        finally:
-            deadline.disarm()
-        if isinstance(received, Outcome):
-            return received
-        claim = PesitClaim(received.connect.requester, received.connect.password)
-        conn.session = SessionFacts(conn.facts, conn.peer_host, claim)
-        next_step = self._act(conn, leg, plan, snapshot, judge(plan.policy, conn.session, now, listener=first), session)
-        return next_step if isinstance(next_step, Outcome) else await next_step
-
-    def _act(
+    def act(
         self, conn: Connection, leg: Leg, plan: ListenerPlan, snapshot: Snapshot, verdict: Verdict, session: Session
     ) -> Outcome | Coroutine[Any, Any, Outcome | None]:
         """Do what the verdict says: log its CFT messages, then refuse (answering its PeSIT
@@ -321,32 +382,6 @@ class InboundListener(Acceptor[ListenerPlan]):
             assert plan.profile.context is not None
             leg.start_tls(TlsEndpoint(plan.profile.context, server_side=True), initial=leg.take_held())
         return await leg.handshake_done()
-
-    async def _read_pesit(self, conn: Connection, leg: Leg, session: Session) -> pesit.ConnectReceived | Outcome:
-        """Read the optional LOGON (answered ACK0 here) and the CONNECT; nothing reaches the backend."""
-        reader = pesit.ConnectReader()
-        result = reader.feed(leg.take_held())
-        while True:
-            if isinstance(result, pesit.LogonReceived):
-                leg.send(result.reply)
-                session.logon_length = len(result.logon.raw) + (pesit.NSDU_PREFIX_LENGTH if result.framed else 0)
-                result = reader.feed(b"")  # the CONNECT may already be here
-                continue
-            if isinstance(result, pesit.ConnectReceived):
-                session.replay = result.consumed + result.extra
-                session.connect = result.connect
-                return result
-            if isinstance(result, pesit.ProtocolError):
-                if result.reply is not None:
-                    leg.send(result.reply)
-                conn.log_cft(CftMessage("CFTH20E", f"CFTH20E Invalid CONNECT FPDU {result.message}", "error"))
-                leg.close()
-                return Outcome.refused(Decision.deny(Reason.PROTOCOL, result.message))
-            await leg.wait_for_data(1)
-            if not leg.held:
-                leg.close()
-                return Outcome.refused(Decision.deny(Reason.PROTOCOL, "connection closed before the PeSIT CONNECT"))
-            result = reader.feed(leg.take_held())
 
     async def _forward(
         self, conn: Connection, leg: Leg, plan: ListenerPlan, header: bytes, session: Session, snapshot: Snapshot

@@ -69,6 +69,7 @@ class Leg(asyncio.BufferedProtocol):
         self.handshake_result: TlsFacts | TlsError | None = None
         self.on_handshake: Callable[[TlsFacts | TlsError], None] | None = None  # told once, when it ends
         self.on_lost: Callable[[Leg], None] | None = None  # told after connection_lost (the relay's end)
+        self.on_data: Callable[[], None] | None = None  # before relaying: told when plaintext, EOF or loss came
         self.on_connection_made: Callable[[Leg], None] | None = None
         self.last_read = 0.0  # loop time of the last read while relaying (the relay's idle timer)
         self._waiter: asyncio.Future[None] | None = None
@@ -344,7 +345,7 @@ class Leg(asyncio.BufferedProtocol):
     def release(self) -> None:
         """The connection's handler is done with this leg: drop what ties it into reference cycles.
 
-        `peer` and `on_lost` join the two legs and the relay; a failed handshake's
+        `peer`, `on_lost` and `on_data` join the legs to the relay or the handler; a failed handshake's
         TlsError has a traceback that holds this leg. Released, a finished connection (its SSL
         object and buffers included) is freed at once by reference counting instead of waiting for
         the cyclic garbage collector. Counters stay readable.
@@ -353,6 +354,7 @@ class Leg(asyncio.BufferedProtocol):
         self.on_handshake = None
         self.peer = None
         self.on_lost = None
+        self.on_data = None
         self.on_connection_made = None
 
     # ---- waiting (used before relaying) ------------------------------------------------------
@@ -360,6 +362,8 @@ class Leg(asyncio.BufferedProtocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.on_data is not None:
+            self.on_data()
 
     async def wait_for_data(self, minimum: int = 1) -> None:
         """Wait until `minimum` bytes are held, EOF, or the connection is gone."""

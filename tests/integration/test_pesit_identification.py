@@ -169,6 +169,36 @@ async def test_client_that_never_sends_connect_is_closed_at_the_deadline(
     assert pesit_backend.received == []
 
 
+@pytest.mark.parametrize("how", ["close_notify", "reset"])
+async def test_client_that_leaves_before_its_connect_is_refused_at_once(
+    how: str, pki: Pki, pesit_backend: PesitBackend, workdir: Path, captured_logs: LogCapture
+) -> None:
+    """A partner that sends its LOGON and goes away (cleanly or not) is refused as soon as it has
+    gone, not at the identification deadline; the backend never hears of it."""
+    port = pesit_backend.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with Sidecar(workdir, _config(pki, port)) as sidecar:  # handshake_timeout 5 s
+        runtime = sidecar.runtime
+        assert runtime is not None
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", sidecar.port(), ssl=pki.client_context(pki.client, stem="leaves"), server_hostname="localhost"
+        )
+        writer.write(LOGON)
+        assert await asyncio.wait_for(reader.readexactly(len(ACK)), 5) == ACK
+        began = asyncio.get_running_loop().time()
+        if how == "reset":
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        else:
+            writer.close()
+            with contextlib.suppress(ssl.SSLError, ConnectionError):
+                await writer.wait_closed()
+        await eventually(lambda: not runtime.connections, timeout=5)
+        assert asyncio.get_running_loop().time() - began < 2
+    close = captured_logs.of("close")[0]
+    assert (close["reason"], close["detail"]) == ("protocol", "connection closed before the PeSIT CONNECT")
+    assert pesit_backend.received == []
+
+
 async def test_backend_nak0_is_passed_to_the_client(pki: Pki, workdir: Path) -> None:
     backend = PesitBackend(refuse_logon=True)
     port = await backend.start()
