@@ -183,9 +183,10 @@ class InboundListener(Acceptor[ListenerPlan]):
     The usual connection (a TLS listener, `plaintext: refuse`, no balancer in front) has no task
     until its handshake is done: the leg's callbacks drive the handshake and tell `_handshaken`,
     which judges the session there and then (after reading its PeSIT CONNECT by callbacks too,
-    `_Identification`); a task starts only to dial the backend, and ends when relaying starts. A balancer's PROXY header, `plaintext: allow`
-    and plaintext listeners read before the handshake and run in a task from the accept (`_run`).
-    Both paths go through the same steps after the handshake (`_after_handshake`, `_act`).
+    `_Identification`); a task starts only to dial the backend, and ends when relaying starts.
+    A balancer's PROXY header, `plaintext: allow` and plaintext listeners read before the
+    handshake and run in a task from the accept (`_run`). Both paths go through the same steps
+    after the handshake (`_after_handshake`, `act`).
     """
 
     direction = "in"

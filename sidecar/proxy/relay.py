@@ -48,6 +48,33 @@ PROXY_UNTRUSTED_KIND = "proxy_untrusted"  # TlsError kind: the first bytes were 
 class Leg(asyncio.BufferedProtocol):
     """One side of a proxied connection (client, backend or remote partner)."""
 
+    # Slots: two legs per connection, alive for the whole transfer (~0.1 KB less each than a dict).
+    __slots__ = (
+        "_first_bytes_seen",
+        "_reading_paused",
+        "_waiter",
+        "bytes_in",
+        "bytes_out",
+        "eof_sent",
+        "error",
+        "got_eof",
+        "handshake_failed",
+        "handshake_result",
+        "held",
+        "last_read",
+        "loop",
+        "lost",
+        "name",
+        "on_connection_made",
+        "on_data",
+        "on_handshake",
+        "on_lost",
+        "peer",
+        "tls",
+        "transport",
+        "unclean_eof",
+    )
+
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
         self.name = name
         # The loop is handed in, not looked up: asyncio.get_running_loop() costs a getpid() system
@@ -383,6 +410,8 @@ class Leg(asyncio.BufferedProtocol):
 
 class Relay:
     """Joins two legs; calls `on_end` once both sockets are gone."""
+
+    __slots__ = ("_loop", "_timer", "client", "idle_timeout", "on_end", "server", "timed_out")
 
     def __init__(self, client: Leg, server: Leg, idle_timeout: float, on_end: Callable[[Relay], None]) -> None:
         self.client = client
