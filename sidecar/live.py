@@ -235,7 +235,7 @@ class LivePolicy:
         expiry = self._expiries.pop(at, None)
         if expiry is None:
             return
-        for conn in expiry.sessions.values():
+        for conn in list(expiry.sessions.values()):  # a judgement may end or re-arm a session
             conn.time_limit_at = conn.time_limit_timer = None
             try:
                 self._judge_at_limit(conn)
