@@ -132,14 +132,7 @@ class _Reader:
 
     def command(self) -> Command:
         token = self.tokens[self.i]
-        if token.kind == "error":
-            self.i += 1
-            raise self.fail(token.line, token.text)
-        if token.kind != "word":
-            raise self.fail(token.line, f"expected a command name, got {_show(token)}")
-        name, has_equals, _ = token.text.partition("=")
-        if not NAME.fullmatch(name):
-            raise self.fail(token.line, f"expected a command name, got {_show(token)}")
+        name, has_equals, _ = self.named(token, "command name")
         if has_equals or not self.is_command_start(self.i):
             raise self.fail(token.line, f"parameter {name[:40]!r} outside a command (expected a command name)")
         self.i += 1
@@ -148,19 +141,25 @@ class _Reader:
             params.append(param)
         return Command(token.text.upper(), tuple(params), self.file, token.line)
 
+    def named(self, token: Token, what: str) -> tuple[str, str, str]:
+        """`name`, `=`, rest of a word that must begin with a name (a command's or a parameter's);
+        anything else is a syntax error (a lexical error token is consumed with it)."""
+        if token.kind == "error":
+            self.i += 1
+            raise self.fail(token.line, token.text)
+        if token.kind != "word":
+            raise self.fail(token.line, f"expected a {what}, got {_show(token)}")
+        name, equals, rest = token.text.partition("=")
+        if not NAME.fullmatch(name):
+            raise self.fail(token.line, f"expected a {what}, got {_show(token)}")
+        return name, equals, rest
+
     def param(self) -> Param | None:
         while (token := self.peek()) is not None and token.kind == "comma":
             self.i += 1
         if token is None:
             return None
-        if token.kind == "error":
-            self.i += 1
-            raise self.fail(token.line, token.text)
-        if token.kind != "word":
-            raise self.fail(token.line, f"expected a parameter name, got {_show(token)}")
-        name, has_equals, rest = token.text.partition("=")
-        if not NAME.fullmatch(name):
-            raise self.fail(token.line, f"expected a parameter name, got {_show(token)}")
+        name, has_equals, rest = self.named(token, "parameter name")
         if has_equals:
             self.i += 1
         else:
