@@ -15,7 +15,7 @@ from sidecar.proxy.proxyproto import V2_SIGNATURE, encode_v1, encode_v2
 from sidecar.testing.echo import EchoBackend
 
 from ..conftest import LogCapture
-from ..support.env import Pki, Sidecar, base_config
+from ..support.env import Pki, Sidecar, base_config, echoed
 
 CLIENT = ("192.0.2.10", 40000)  # the client as the balancer saw it (TEST-NET-1)
 FRONTEND = ("203.0.113.5", 1762)  # where the client connected: the balancer's frontend
@@ -39,19 +39,10 @@ async def exchange(port: int, header: bytes, context: ssl.SSLContext | None, pay
                 await writer.drain()
                 if context is not None:
                     await writer.start_tls(context, server_hostname="localhost")
-                writer.write(payload)
-                await writer.drain()
-                received = bytearray()
-                while len(received) < len(payload):
-                    chunk = await reader.read(65536)
-                    if not chunk:
-                        break
-                    received.extend(chunk)
-                return bytes(received) or None
-            finally:
+            except BaseException:
                 writer.close()
-                with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
-                    await writer.wait_closed()
+                raise
+            return await echoed(reader, writer, payload)
     except (ssl.SSLError, ConnectionError, OSError):
         return None
 

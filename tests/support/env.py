@@ -158,22 +158,27 @@ async def tls_exchange(
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
-            try:
-                writer.write(payload)
-                await writer.drain()
-                received = bytearray()
-                while len(received) < len(payload):
-                    chunk = await reader.read(65536)
-                    if not chunk:
-                        break
-                    received.extend(chunk)
-                return bytes(received) if received else None
-            finally:
-                writer.close()
-                with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
-                    await writer.wait_closed()
+            return await echoed(reader, writer, payload)
     except (ssl.SSLError, ConnectionError, OSError):
         return None
+
+
+async def echoed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> bytes | None:
+    """Send `payload`, read back as many bytes (or until EOF), close; None when nothing came back."""
+    try:
+        writer.write(payload)
+        await writer.drain()
+        received = bytearray()
+        while len(received) < len(payload):
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            received.extend(chunk)
+        return bytes(received) if received else None
+    finally:
+        writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError, OSError):
+            await writer.wait_closed()
 
 
 async def hashed_stream(
